@@ -1,0 +1,22 @@
+//! Colloquy's domain types: what a conversation, a participant, a message and a turn event are.
+//!
+//! This crate is pure data with serde: no IO, no async runtime, no database and no HTTP, so that
+//! every other crate (and any program that only wants to read Colloquy's wire format) can use it.
+//! Every enum serializes with `snake_case` names; tagged enums use a `type` field.
+
+mod conversation;
+mod event;
+mod ids;
+mod message;
+mod options;
+mod participant;
+
+pub use conversation::{Conversation, ConversationKind, ConversationStatus, ForkPoint, Totals};
+pub use event::{BudgetLimit, EventEnvelope, MessageDelta, StopReason, TurnError, TurnErrorKind, TurnEvent};
+pub use ids::{ConversationId, MessageId, ParseIdError, ParticipantId, ToolCallId, TurnId};
+pub use message::{ContentPart, MediaSource, Message, MessageRole, NewMessage, ToolSpec, Usage};
+pub use options::{Options, QueueMode, ToolChoice};
+pub use participant::{AgentSpec, Participant, ParticipantKind, ParticipantRole};
+
+/// Wall-clock timestamps are UTC everywhere in Colloquy.
+pub type Timestamp = chrono::DateTime<chrono::Utc>;
