@@ -1,0 +1,112 @@
+//! The `messages` table: its SeaORM entity and the conversions to and from [`Message`].
+
+use colloquy_core_model::{ContentPart, ConversationId, Message, MessageId, MessageRole, ParticipantId, TurnId, Usage};
+use sea_orm::ActiveValue::Set;
+use sea_orm::entity::prelude::*;
+
+use super::{corrupt, from_db_count, to_db_count};
+use crate::StoreError;
+
+/// One row of `messages`. The usage columns are all null when the message has no usage, and
+/// `metadata` is null when the message's metadata is JSON `null`.
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[sea_orm(table_name = "messages")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub conversation_id: Uuid,
+    pub seq: i64,
+    pub sender: Option<Uuid>,
+    pub role: String,
+    #[sea_orm(column_type = "JsonBinary")]
+    pub content: Json,
+    pub turn_id: Option<Uuid>,
+    pub input_tokens: Option<i64>,
+    pub output_tokens: Option<i64>,
+    pub cache_read_tokens: Option<i64>,
+    pub cache_write_tokens: Option<i64>,
+    pub cost_usd: Option<f64>,
+    pub model: Option<String>,
+    pub provider: Option<String>,
+    pub latency_ms: Option<i64>,
+    pub client_msg_id: Option<String>,
+    pub created_at: DateTimeUtc,
+    #[sea_orm(column_type = "JsonBinary", nullable)]
+    pub metadata: Option<Json>,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}
+
+/// The row that stores `message`.
+pub(super) fn new_row(message: &Message) -> Result<ActiveModel, StoreError> {
+    let content = serde_json::to_value(&message.content).map_err(|err| corrupt("messages.content", err))?;
+    let usage = message.usage.as_ref();
+    Ok(ActiveModel {
+        id: Set(message.id.as_uuid()),
+        conversation_id: Set(message.conversation_id.as_uuid()),
+        seq: Set(to_db_count(message.seq)),
+        sender: Set(message.sender.map(|id| id.as_uuid())),
+        role: Set(message.role.as_str().to_owned()),
+        content: Set(content),
+        turn_id: Set(message.turn_id.map(|id| id.as_uuid())),
+        input_tokens: Set(usage.map(|u| to_db_count(u.input_tokens))),
+        output_tokens: Set(usage.map(|u| to_db_count(u.output_tokens))),
+        cache_read_tokens: Set(usage.map(|u| to_db_count(u.cache_read_tokens))),
+        cache_write_tokens: Set(usage.map(|u| to_db_count(u.cache_write_tokens))),
+        cost_usd: Set(usage.and_then(|u| u.cost_usd)),
+        model: Set(message.model.clone()),
+        provider: Set(message.provider.clone()),
+        latency_ms: Set(message.latency_ms.map(to_db_count)),
+        client_msg_id: Set(message.client_msg_id.clone()),
+        created_at: Set(message.created_at),
+        metadata: Set((!message.metadata.is_null()).then(|| message.metadata.clone())),
+    })
+}
+
+impl Model {
+    /// The domain value; fails on values this version does not know.
+    pub(super) fn into_domain(self) -> Result<Message, StoreError> {
+        let content: Vec<ContentPart> =
+            serde_json::from_value(self.content).map_err(|err| corrupt("messages.content", err))?;
+        let usage = match self.input_tokens {
+            None => None,
+            Some(input_tokens) => Some(Usage {
+                input_tokens: from_db_count(input_tokens, "messages.input_tokens")?,
+                output_tokens: from_db_count(self.output_tokens.unwrap_or(0), "messages.output_tokens")?,
+                cache_read_tokens: from_db_count(self.cache_read_tokens.unwrap_or(0), "messages.cache_read_tokens")?,
+                cache_write_tokens: from_db_count(self.cache_write_tokens.unwrap_or(0), "messages.cache_write_tokens")?,
+                cost_usd: self.cost_usd,
+            }),
+        };
+        Ok(Message {
+            id: MessageId::from_uuid(self.id),
+            conversation_id: ConversationId::from_uuid(self.conversation_id),
+            seq: from_db_count(self.seq, "messages.seq")?,
+            sender: self.sender.map(ParticipantId::from_uuid),
+            role: parse_role(&self.role)?,
+            content,
+            turn_id: self.turn_id.map(TurnId::from_uuid),
+            usage,
+            model: self.model,
+            provider: self.provider,
+            latency_ms: self.latency_ms.map(|ms| from_db_count(ms, "messages.latency_ms")).transpose()?,
+            client_msg_id: self.client_msg_id,
+            created_at: self.created_at,
+            metadata: self.metadata.unwrap_or(serde_json::Value::Null),
+        })
+    }
+}
+
+fn parse_role(name: &str) -> Result<MessageRole, StoreError> {
+    match name {
+        "system" => Ok(MessageRole::System),
+        "user" => Ok(MessageRole::User),
+        "assistant" => Ok(MessageRole::Assistant),
+        "tool" => Ok(MessageRole::Tool),
+        "custom" => Ok(MessageRole::Custom),
+        other => Err(corrupt("messages.role", format!("unknown role `{other}`"))),
+    }
+}

@@ -1,0 +1,119 @@
+//! The `participants` table: its SeaORM entity and the conversions to and from [`Participant`].
+
+use colloquy_core_model::{
+    AgentSpec, ConversationId, Participant, ParticipantId, ParticipantKind, ParticipantRole, Timestamp,
+};
+use sea_orm::ActiveValue::Set;
+use sea_orm::entity::prelude::*;
+
+use super::corrupt;
+use crate::{NewParticipant, StoreError};
+
+/// One row of `participants`; `join_order` orders a conversation's participants, since several
+/// can join at the same instant.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "participants")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub conversation_id: Uuid,
+    pub join_order: i64,
+    pub kind: String,
+    #[sea_orm(column_type = "Text")]
+    pub display_name: String,
+    pub role: String,
+    #[sea_orm(column_type = "JsonBinary", nullable)]
+    pub agent: Option<Json>,
+    pub joined_at: DateTimeUtc,
+    pub left_at: Option<DateTimeUtc>,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}
+
+/// The stored participant and its row, which joins as the `join_order`-th of its conversation.
+pub(super) fn new_row(
+    conversation_id: ConversationId,
+    join_order: i64,
+    new: NewParticipant,
+    now: Timestamp,
+) -> Result<(Participant, ActiveModel), StoreError> {
+    let agent =
+        new.agent.as_ref().map(serde_json::to_value).transpose().map_err(|err| corrupt("participants.agent", err))?;
+    let row = ActiveModel {
+        id: Set(new.id.as_uuid()),
+        conversation_id: Set(conversation_id.as_uuid()),
+        join_order: Set(join_order),
+        kind: Set(kind_name(new.kind).to_owned()),
+        display_name: Set(new.display_name.clone()),
+        role: Set(role_name(new.role).to_owned()),
+        agent: Set(agent),
+        joined_at: Set(now),
+        left_at: Set(None),
+    };
+    let participant = Participant {
+        id: new.id,
+        conversation_id,
+        kind: new.kind,
+        display_name: new.display_name,
+        role: new.role,
+        agent: new.agent,
+        joined_at: now,
+        left_at: None,
+    };
+    Ok((participant, row))
+}
+
+impl Model {
+    /// The domain value; fails on values this version does not know.
+    pub(super) fn into_domain(self) -> Result<Participant, StoreError> {
+        let agent: Option<AgentSpec> =
+            self.agent.map(serde_json::from_value).transpose().map_err(|err| corrupt("participants.agent", err))?;
+        Ok(Participant {
+            id: ParticipantId::from_uuid(self.id),
+            conversation_id: ConversationId::from_uuid(self.conversation_id),
+            kind: parse_kind(&self.kind)?,
+            display_name: self.display_name,
+            role: parse_role(&self.role)?,
+            agent,
+            joined_at: self.joined_at,
+            left_at: self.left_at,
+        })
+    }
+}
+
+const fn kind_name(kind: ParticipantKind) -> &'static str {
+    match kind {
+        ParticipantKind::User => "user",
+        ParticipantKind::Agent => "agent",
+        ParticipantKind::Service => "service",
+    }
+}
+
+fn parse_kind(name: &str) -> Result<ParticipantKind, StoreError> {
+    match name {
+        "user" => Ok(ParticipantKind::User),
+        "agent" => Ok(ParticipantKind::Agent),
+        "service" => Ok(ParticipantKind::Service),
+        other => Err(corrupt("participants.kind", format!("unknown kind `{other}`"))),
+    }
+}
+
+const fn role_name(role: ParticipantRole) -> &'static str {
+    match role {
+        ParticipantRole::Owner => "owner",
+        ParticipantRole::Member => "member",
+        ParticipantRole::Observer => "observer",
+    }
+}
+
+fn parse_role(name: &str) -> Result<ParticipantRole, StoreError> {
+    match name {
+        "owner" => Ok(ParticipantRole::Owner),
+        "member" => Ok(ParticipantRole::Member),
+        "observer" => Ok(ParticipantRole::Observer),
+        other => Err(corrupt("participants.role", format!("unknown role `{other}`"))),
+    }
+}

@@ -1,0 +1,179 @@
+//! Appending messages and events: seq allocation, idempotency, totals and closed conversations.
+
+use std::sync::Arc;
+
+use colloquy_core_model::{ContentPart, MessageRole, NewMessage, ToolCallId, TurnEvent, TurnId, Usage};
+use colloquy_store::{ConversationStore, MessageEvent, SeaStore, StoreError};
+
+use crate::fixtures::{self, text, turn_start};
+
+pub async fn appends_get_gap_free_seqs(store: Arc<SeaStore>) {
+    let (conversation, _) = fixtures::create_conversation(&store).await;
+    let id = conversation.id;
+
+    let mut seqs = Vec::new();
+    for round in 1..=3 {
+        let appended = store.append_message(id, text(&format!("message {round}")), MessageEvent::Posted).await.unwrap();
+        let envelope = appended.event.expect("a new message has an event");
+        assert!(!appended.duplicate);
+        assert_eq!(envelope.seq, Some(appended.message.seq), "a message's seq is its event's seq");
+        assert_eq!(envelope.conversation_id, id);
+        assert_eq!(envelope.event, TurnEvent::MessagePosted { message: appended.message.clone() });
+        seqs.push(appended.message.seq);
+
+        let envelope = store.append_event(id, turn_start(round)).await.unwrap();
+        seqs.push(envelope.seq.expect("durable events have a seq"));
+    }
+
+    assert_eq!(seqs, (1..=6).collect::<Vec<u64>>());
+    assert_eq!(store.conversation(id).await.unwrap().last_seq, 6);
+    let logged: Vec<Option<u64>> = store.events_after(id, 0, 100).await.unwrap().iter().map(|e| e.seq).collect();
+    assert_eq!(logged, (1..=6).map(Some).collect::<Vec<_>>());
+    let message_seqs: Vec<u64> = store.messages_after(id, 0, 100).await.unwrap().iter().map(|m| m.seq).collect();
+    assert_eq!(message_seqs, [1, 3, 5]);
+
+    // Seqs count per conversation.
+    let (other, _) = fixtures::create_conversation(&store).await;
+    let first = store.append_message(other.id, text("elsewhere"), MessageEvent::Posted).await.unwrap();
+    assert_eq!(first.message.seq, 1);
+}
+
+pub async fn appended_message_reads_back_unchanged(store: Arc<SeaStore>) {
+    let (conversation, participants) = fixtures::create_conversation(&store).await;
+    let turn_id = TurnId::new();
+    let message = NewMessage {
+        sender: Some(participants[1].id),
+        turn_id: Some(turn_id),
+        usage: Some(Usage {
+            input_tokens: 1200,
+            output_tokens: 85,
+            cache_read_tokens: 1000,
+            cache_write_tokens: 7,
+            cost_usd: Some(0.012_5),
+        }),
+        model: Some("gpt-test".to_owned()),
+        provider: Some("scripted".to_owned()),
+        latency_ms: Some(842),
+        client_msg_id: Some("reply-1".to_owned()),
+        metadata: serde_json::json!({"lang": "en", "scores": [0.25, 1e-9]}),
+        ..NewMessage::new(
+            MessageRole::Assistant,
+            vec![
+                ContentPart::text("Checking the weather. ünïcödé ✓"),
+                ContentPart::ToolCall {
+                    id: ToolCallId::from("call_1"),
+                    name: "weather".to_owned(),
+                    arguments: serde_json::json!({"city": "Paris", "days": 3}),
+                },
+            ],
+        )
+    };
+
+    let appended = store.append_message(conversation.id, message.clone(), MessageEvent::End { turn_id }).await.unwrap();
+    assert_eq!(appended.message.id, message.id);
+    assert_eq!(appended.message.content, message.content);
+    assert_eq!(appended.message.usage, message.usage);
+    assert_eq!(appended.message.metadata, message.metadata);
+
+    assert_eq!(store.messages_after(conversation.id, 0, 10).await.unwrap(), std::slice::from_ref(&appended.message));
+    let envelope = appended.event.expect("a new message has an event");
+    assert_eq!(envelope.event, TurnEvent::MessageEnd { turn_id, message: appended.message.clone() });
+    assert_eq!(store.events_after(conversation.id, 0, 10).await.unwrap(), [envelope]);
+
+    // A message without optional fields reads back with them absent, not defaulted.
+    let bare = store.append_message(conversation.id, text("ok"), MessageEvent::Posted).await.unwrap();
+    let read = store.messages_after(conversation.id, 1, 10).await.unwrap();
+    assert_eq!(read, std::slice::from_ref(&bare.message));
+    assert_eq!((read[0].usage, read[0].sender, &read[0].metadata), (None, None, &serde_json::Value::Null));
+}
+
+pub async fn retried_client_msg_id_is_stored_once(store: Arc<SeaStore>) {
+    let (conversation, participants) = fixtures::create_conversation(&store).await;
+    let id = conversation.id;
+    let send = |body: &str| NewMessage {
+        sender: Some(participants[0].id),
+        client_msg_id: Some("client-42".to_owned()),
+        ..text(body)
+    };
+
+    let first = store.append_message(id, send("hello"), MessageEvent::Posted).await.unwrap();
+    assert!(!first.duplicate);
+    store.append_event(id, turn_start(1)).await.unwrap();
+
+    // The retry carries a new message id (and here even new text): the key alone decides.
+    let retry = store.append_message(id, send("hello again"), MessageEvent::Posted).await.unwrap();
+    assert!(retry.duplicate);
+    assert!(retry.event.is_none());
+    assert_eq!(retry.message, first.message);
+    assert_eq!(retry.message.seq, 1);
+
+    let stored = store.conversation(id).await.unwrap();
+    assert_eq!(stored.last_seq, 2, "the retry took no seq");
+    assert_eq!(stored.totals.messages, 1);
+    assert_eq!(store.messages_after(id, 0, 10).await.unwrap().len(), 1);
+    assert_eq!(store.events_after(id, 0, 10).await.unwrap().len(), 2);
+
+    // The key is per conversation, and messages without one are never duplicates.
+    let (other, _) = fixtures::create_conversation(&store).await;
+    let elsewhere = store.append_message(other.id, send("hello"), MessageEvent::Posted).await.unwrap();
+    assert!(!elsewhere.duplicate);
+    for _ in 0..2 {
+        assert!(!store.append_message(id, text("no key"), MessageEvent::Posted).await.unwrap().duplicate);
+    }
+}
+
+pub async fn totals_follow_appended_messages(store: Arc<SeaStore>) {
+    let (conversation, _) = fixtures::create_conversation(&store).await;
+    let id = conversation.id;
+    let with_usage = |usage: Usage| NewMessage {
+        usage: Some(usage),
+        ..NewMessage::new(MessageRole::Assistant, vec![ContentPart::text("answer")])
+    };
+
+    store
+        .append_message(
+            id,
+            with_usage(Usage { input_tokens: 100, output_tokens: 20, cost_usd: Some(0.5), ..Usage::default() }),
+            MessageEvent::Posted,
+        )
+        .await
+        .unwrap();
+    store.append_message(id, text("thanks"), MessageEvent::Posted).await.unwrap();
+    store
+        .append_message(
+            id,
+            with_usage(Usage { input_tokens: 30, output_tokens: 5, cost_usd: None, ..Usage::default() }),
+            MessageEvent::Posted,
+        )
+        .await
+        .unwrap();
+    store.append_event(id, turn_start(1)).await.unwrap();
+
+    let stored = store.conversation(id).await.unwrap();
+    assert_eq!(stored.totals.messages, 3);
+    assert_eq!(stored.totals.input_tokens, 130);
+    assert_eq!(stored.totals.output_tokens, 25);
+    assert!((stored.totals.cost_usd - 0.5).abs() < 1e-12, "cost was {}", stored.totals.cost_usd);
+    assert_eq!(stored.last_seq, 4);
+    assert!(stored.last_activity >= conversation.last_activity);
+}
+
+pub async fn closed_conversation_refuses_messages(store: Arc<SeaStore>) {
+    for status in ["closed", "archived"] {
+        let (conversation, _) = fixtures::create_conversation(&store).await;
+        let id = conversation.id;
+        store.append_message(id, text("before"), MessageEvent::Posted).await.unwrap();
+        fixtures::set_status(&store, id, status).await;
+
+        let refused = store.append_message(id, text("after"), MessageEvent::Posted).await;
+        assert!(
+            matches!(refused, Err(StoreError::ConversationNotActive(refused_id)) if refused_id == id),
+            "{status}: {refused:?}"
+        );
+
+        let stored = store.conversation(id).await.unwrap();
+        assert_eq!(stored.last_seq, 1, "{status}: a refused message takes no seq");
+        assert_eq!(stored.totals.messages, 1);
+        assert_eq!(store.messages_after(id, 0, 10).await.unwrap().len(), 1);
+    }
+}

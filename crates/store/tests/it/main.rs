@@ -1,0 +1,66 @@
+//! Behaviour tests of the conversation store: every case runs against a SQLite file, an in-memory
+//! SQLite database and, when a server is reachable, Postgres.
+//!
+//! Postgres comes from `COLLOQUY_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`). The run creates its own database there (dropped
+//! when the last Postgres test ends) and gives each test a schema of its own. When the server is
+//! unreachable the Postgres tests pass after saying so on stderr, unless
+//! `COLLOQUY_REQUIRE_POSTGRES=1`.
+
+// The cases are plain async functions, not `#[test]`s, so clippy's test allowance misses them.
+#![expect(clippy::unwrap_used, clippy::expect_used, reason = "in a test a panic is a failure report")]
+
+mod appends;
+mod backends;
+mod concurrency;
+mod conversations;
+mod events;
+mod fixtures;
+mod schema;
+
+/// Generates one test per case and backend: `sqlite_file::case`, `sqlite_memory::case`,
+/// `postgres::case`. A case is `async fn(Arc<SeaStore>)` in the named module.
+macro_rules! suite {
+    ($($module:ident :: $case:ident),* $(,)?) => {
+        mod sqlite_file {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    crate::backends::run(crate::backends::Backend::SqliteFile, crate::$module::$case).await;
+                }
+            )*
+        }
+        mod sqlite_memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    crate::backends::run(crate::backends::Backend::SqliteMemory, crate::$module::$case).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    crate::backends::run(crate::backends::Backend::Postgres, crate::$module::$case).await;
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    conversations::created_conversation_reads_back,
+    conversations::participants_list_in_join_order,
+    conversations::unknown_conversation_is_not_found,
+    appends::appends_get_gap_free_seqs,
+    appends::appended_message_reads_back_unchanged,
+    appends::retried_client_msg_id_is_stored_once,
+    appends::totals_follow_appended_messages,
+    appends::closed_conversation_refuses_messages,
+    events::events_after_returns_exactly_the_later_events,
+    events::messages_after_pages_by_seq,
+    concurrency::concurrent_appenders_get_every_seq_once,
+    concurrency::concurrent_retries_store_one_message,
+    schema::migrations_go_down_and_up_again,
+);

@@ -1,0 +1,19 @@
+//! Colloquy's database schema, as an ordered list of sea-orm-migration migrations.
+//!
+//! Migrations name tables and columns directly instead of using the store's entity types, so an
+//! old migration never changes when an entity does. The store runs [`Migrator::up`] when it
+//! connects; `down` exists so a migration can be tried and undone during development.
+
+use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_initial;
+
+/// Every migration of the Colloquy schema, oldest first.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261122_000001_initial::Migration)]
+    }
+}
