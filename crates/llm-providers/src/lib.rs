@@ -1,0 +1,127 @@
+//! Colloquy's LLM providers: one request model in, one event stream out, whatever the provider.
+//!
+//! [`LlmProvider::stream`] turns an [`LlmRequest`] into a stream of [`ProviderEvent`]s (text
+//! deltas, tool-call deltas, usage, finish reason). [`ResponseAccumulator`] folds that stream into
+//! the finished reply; a non-streaming call is the same stream collected.
+//!
+//! Architecture invariant: nothing here knows about storage, conversations or the gateway; the
+//! engine never branches on which provider it talks to.
+
+mod accumulator;
+mod error;
+mod openai;
+mod scripted;
+
+use std::sync::Arc;
+
+use colloquy_core_model::{ContentPart, MessageRole, ToolChoice, ToolSpec, Usage};
+use futures::stream::BoxStream;
+
+pub use accumulator::{AssembledResponse, ResponseAccumulator};
+pub use error::ProviderError;
+pub use openai::{OpenAiCompatible, OpenAiCompatibleConfig};
+pub use scripted::{ScriptStep, ScriptedProvider};
+
+/// One message of the prompt, in provider-neutral form.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestMessage {
+    /// `user`, `assistant` or `tool` (system text goes in [`LlmRequest::system_prompt`]).
+    pub role: MessageRole,
+    /// Its parts: text, images, tool calls (assistant), tool results (tool).
+    pub content: Vec<ContentPart>,
+}
+
+/// Everything a provider needs for one LLM request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlmRequest {
+    /// The model to ask.
+    pub model: String,
+    /// Instructions sent before the messages.
+    pub system_prompt: Option<String>,
+    /// The conversation so far, oldest first.
+    pub messages: Vec<RequestMessage>,
+    /// Tools the model may call.
+    pub tools: Vec<ToolSpec>,
+    /// Whether it may or must call them.
+    pub tool_choice: ToolChoice,
+    /// Sampling temperature.
+    pub temperature: Option<f32>,
+    /// Output token limit.
+    pub max_tokens: Option<u32>,
+}
+
+/// Why the provider stopped generating.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FinishReason {
+    /// A natural end of the answer.
+    Stop,
+    /// The output token limit.
+    Length,
+    /// The model wants tool results.
+    ToolCalls,
+    /// The model or a content filter refused.
+    Refusal,
+    /// Anything else the provider said, verbatim.
+    Other(String),
+}
+
+/// One step of a streamed reply.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProviderEvent {
+    /// More answer text.
+    TextDelta(String),
+    /// More of the tool call at `index`: `id` and `name` usually come once, `arguments` in pieces.
+    ToolCallDelta {
+        /// The call's position in the reply.
+        index: u32,
+        /// The provider's id for the call, when this piece carries it.
+        id: Option<String>,
+        /// The tool's name, when this piece carries it.
+        name: Option<String>,
+        /// More of the JSON arguments text.
+        arguments: String,
+    },
+    /// Tokens (and cost) of the request; may come more than once, the last one wins.
+    Usage(Usage),
+    /// The reply is complete.
+    Finish(FinishReason),
+}
+
+/// A stream of one reply's events. It ends after `Finish`, or with an error.
+pub type ProviderStream = BoxStream<'static, Result<ProviderEvent, ProviderError>>;
+
+/// Something that answers LLM requests.
+pub trait LlmProvider: Send + Sync + 'static {
+    /// The provider's configured name (`openai`, `ollama`, `scripted`, ...), stored with replies.
+    fn name(&self) -> &str;
+
+    /// Starts one request. Errors before the first event (auth, rate limit, unreachable server)
+    /// come as the stream's first item; dropping the stream cancels the request.
+    fn stream(&self, request: LlmRequest) -> ProviderStream;
+}
+
+/// A provider that is not configured: every request fails at once with a message saying how to
+/// configure one, so that a prompt gets a clear error instead of a hang.
+#[derive(Debug, Clone)]
+pub struct Unconfigured {
+    name: String,
+    hint: Arc<str>,
+}
+
+impl Unconfigured {
+    /// A provider named `name` whose every request fails with `hint`.
+    pub fn new(name: impl Into<String>, hint: impl Into<Arc<str>>) -> Self {
+        Self { name: name.into(), hint: hint.into() }
+    }
+}
+
+impl LlmProvider for Unconfigured {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn stream(&self, _request: LlmRequest) -> ProviderStream {
+        let error = ProviderError::NotConfigured { message: self.hint.to_string() };
+        Box::pin(futures::stream::once(async move { Err(error) }))
+    }
+}

@@ -1,0 +1,4 @@
+//! Integration tests of colloquy-llm-providers: the real HTTP clients against local mock servers
+//! that speak each provider's wire format.
+
+mod openai;

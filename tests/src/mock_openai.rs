@@ -1,0 +1,239 @@
+//! A local server that speaks OpenAI's chat completions wire format, so that tests run the real
+//! HTTP client against it: `POST /v1/chat/completions` answered with the scripted replies in
+//! order, streamed as `text/event-stream` exactly as OpenAI streams `chat.completion.chunk`s.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use axum::routing::post;
+use tokio::sync::oneshot;
+
+/// What the server answers to one request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MockReply {
+    /// A `200 text/event-stream` of these chunk objects, each in its own `data:` event, then
+    /// `data: [DONE]`.
+    Chunks(Vec<serde_json::Value>),
+    /// A plain answer, for errors: this status, these extra headers and this JSON body.
+    Status {
+        /// The HTTP status.
+        status: u16,
+        /// Extra headers, such as `Retry-After`.
+        headers: Vec<(String, String)>,
+        /// The JSON body.
+        body: serde_json::Value,
+    },
+    /// A `200 text/event-stream` with exactly this body, for malformed or cut streams.
+    RawSse(String),
+}
+
+/// What the handler shares with the test.
+#[derive(Debug, Default)]
+struct Script {
+    /// Replies not yet given, in order.
+    replies: VecDeque<MockReply>,
+    /// Every request body received, in order (a body that is not JSON is kept as a string).
+    requests: Vec<serde_json::Value>,
+}
+
+type SharedScript = Arc<Mutex<Script>>;
+
+/// A running mock server on `127.0.0.1`; it shuts down when dropped.
+#[derive(Debug)]
+pub struct MockOpenAi {
+    /// Where it listens.
+    addr: SocketAddr,
+    /// The replies left and the requests seen.
+    script: SharedScript,
+    /// Dropping it (with the server) stops the server.
+    _shutdown: oneshot::Sender<()>,
+}
+
+impl MockOpenAi {
+    /// Starts a server on a free port that answers each request with the next of `replies`; once
+    /// they are used up it answers 500 with a JSON error saying so.
+    pub async fn start(replies: Vec<MockReply>) -> anyhow::Result<Self> {
+        let script: SharedScript = Arc::new(Mutex::new(Script { replies: replies.into(), requests: Vec::new() }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        let app = Router::new().route("/v1/chat/completions", post(chat_completions)).with_state(script.clone());
+        tokio::spawn(async move {
+            // The only failure is the listener breaking, which the test sees as a network error.
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Ok(Self { addr, script, _shutdown: shutdown })
+    }
+
+    /// The API root to configure a client with, `http://127.0.0.1:PORT/v1`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// The request bodies received so far, in order.
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        self.script.lock().unwrap_or_else(PoisonError::into_inner).requests.clone()
+    }
+}
+
+async fn chat_completions(State(script): State<SharedScript>, body: Bytes) -> Response {
+    let body = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into_owned()));
+    let (reply, number) = {
+        let mut script = script.lock().unwrap_or_else(PoisonError::into_inner);
+        script.requests.push(body);
+        (script.replies.pop_front(), script.requests.len())
+    };
+    match reply {
+        Some(MockReply::Chunks(chunks)) => {
+            // One body frame per event, as a real server flushes them.
+            let events: Vec<Result<String, Infallible>> = chunks
+                .iter()
+                .map(|chunk| Ok(format!("data: {chunk}\n\n")))
+                .chain([Ok("data: [DONE]\n\n".to_owned())])
+                .collect();
+            event_stream(Body::from_stream(futures::stream::iter(events)))
+        }
+        Some(MockReply::RawSse(text)) => event_stream(Body::from(text)),
+        Some(MockReply::Status { status, headers, body }) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut response = json_response(status, &body);
+            for (name, value) in headers {
+                if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+                    response.headers_mut().append(name, value);
+                }
+            }
+            response
+        }
+        None => json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &serde_json::json!({
+                "error": {
+                    "message": format!("the mock OpenAI server has no reply left for request {number}"),
+                    "type": "server_error",
+                    "param": null,
+                    "code": null
+                }
+            }),
+        ),
+    }
+}
+
+fn event_stream(body: Body) -> Response {
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
+    let mut response = Response::new(Body::from(body.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// Builders for realistic `chat.completion.chunk` objects, as OpenAI streams them.
+pub mod chunks {
+    use serde_json::{Value, json};
+
+    /// The id every chunk of a mock reply shares.
+    pub const COMPLETION_ID: &str = "chatcmpl-mock0001";
+
+    /// One chunk with a single choice: this delta and finish reason. `with_usage_field` adds the
+    /// `"usage": null` OpenAI puts on every chunk when `include_usage` is on.
+    pub fn delta(model: &str, delta: Value, finish_reason: Option<&str>, with_usage_field: bool) -> Value {
+        let mut chunk = json!({
+            "id": COMPLETION_ID,
+            "object": "chat.completion.chunk",
+            "created": 1_700_000_000,
+            "model": model,
+            "system_fingerprint": "fp_mock",
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}]
+        });
+        if with_usage_field {
+            chunk["usage"] = Value::Null;
+        }
+        chunk
+    }
+
+    /// The last chunk when `include_usage` is on: no choices, the request's token counts.
+    pub fn usage(model: &str, prompt_tokens: u64, completion_tokens: u64) -> Value {
+        json!({
+            "id": COMPLETION_ID,
+            "object": "chat.completion.chunk",
+            "created": 1_700_000_000,
+            "model": model,
+            "system_fingerprint": "fp_mock",
+            "choices": [],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+                "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+                "completion_tokens_details": {
+                    "reasoning_tokens": 0,
+                    "audio_tokens": 0,
+                    "accepted_prediction_tokens": 0,
+                    "rejected_prediction_tokens": 0
+                }
+            }
+        })
+    }
+
+    /// A text answer: a role chunk, one chunk per piece, a `stop` chunk and, given `usage`
+    /// `(prompt, completion)`, the usage chunk.
+    pub fn text(model: &str, pieces: &[&str], usage: Option<(u64, u64)>) -> Vec<Value> {
+        let with_usage = usage.is_some();
+        let mut chunks =
+            vec![delta(model, json!({"role": "assistant", "content": "", "refusal": null}), None, with_usage)];
+        chunks.extend(pieces.iter().map(|piece| delta(model, json!({"content": piece}), None, with_usage)));
+        chunks.push(delta(model, json!({}), Some("stop"), with_usage));
+        chunks.extend(usage.map(|(prompt, completion)| self::usage(model, prompt, completion)));
+        chunks
+    }
+
+    /// A reply that calls tools `(id, name, argument pieces)`, one call after another: the first
+    /// chunk of each call has its index, id, type and name, later ones only the index and more
+    /// arguments. Then a `tool_calls` chunk and, given `usage`, the usage chunk.
+    pub fn tool_calls(model: &str, calls: &[(&str, &str, &[&str])], usage: Option<(u64, u64)>) -> Vec<Value> {
+        let with_usage = usage.is_some();
+        let mut chunks = vec![delta(model, json!({"role": "assistant", "content": null}), None, with_usage)];
+        for (index, (id, name, pieces)) in calls.iter().enumerate() {
+            chunks.push(delta(
+                model,
+                json!({"tool_calls": [{
+                    "index": index,
+                    "id": id,
+                    "type": "function",
+                    "function": {"name": name, "arguments": ""}
+                }]}),
+                None,
+                with_usage,
+            ));
+            chunks.extend(pieces.iter().map(|piece| {
+                delta(
+                    model,
+                    json!({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}),
+                    None,
+                    with_usage,
+                )
+            }));
+        }
+        chunks.push(delta(model, json!({}), Some("tool_calls"), with_usage));
+        chunks.extend(usage.map(|(prompt, completion)| self::usage(model, prompt, completion)));
+        chunks
+    }
+}
