@@ -1,0 +1,223 @@
+//! The engine's public handle: post messages, subscribe, cancel, wait for idle.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use colloquy_core_model::{
+    ContentPart, ConversationId, EventEnvelope, Message, MessageRole, NewMessage, ParticipantId, ParticipantKind,
+    TurnEvent,
+};
+use colloquy_llm_providers::LlmProvider;
+use colloquy_store::{ConversationStore, MessageEvent, StoreError};
+use colloquy_tools::ToolExecutor;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::fanout::{Hub, Subscription};
+use crate::{EngineError, turn};
+
+/// Providers by the name agents use for them (`AgentSpec::provider`).
+pub type ProviderRegistry = HashMap<String, Arc<dyn LlmProvider>>;
+
+/// A message to post.
+#[derive(Debug, Clone)]
+pub struct PostMessage {
+    /// Who posts it; `None` means the conversation's first user (or service) participant.
+    pub sender: Option<ParticipantId>,
+    /// What it says.
+    pub content: Vec<ContentPart>,
+    /// The sender's idempotency key.
+    pub client_msg_id: Option<String>,
+}
+
+/// The outcome of [`Engine::post_message`].
+#[derive(Debug, Clone)]
+pub struct Posted {
+    /// The stored message (the earlier one for a duplicate).
+    pub message: Message,
+    /// Whether the same `client_msg_id` was already stored; nothing new happened.
+    pub duplicate: bool,
+}
+
+/// The turn loop of one conversation, while it runs.
+struct Runner {
+    /// Cancels the turn in progress.
+    cancel: CancellationToken,
+    /// A message arrived during the turn, so another turn follows it.
+    pending: bool,
+    /// Becomes `true` when the runner stops, for [`Engine::wait_for_idle`].
+    done: watch::Sender<bool>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Arc<dyn ConversationStore>,
+    pub(crate) providers: ProviderRegistry,
+    pub(crate) tools: ToolExecutor,
+    hub: Hub,
+    /// One runner per conversation with a turn in progress: turns of one conversation never
+    /// overlap.
+    runners: Mutex<HashMap<ConversationId, Runner>>,
+}
+
+impl Inner {
+    /// Stores a durable event, then publishes it.
+    pub(crate) async fn emit(&self, conversation: ConversationId, event: TurnEvent) -> Result<u64, StoreError> {
+        let envelope = self.store.append_event(conversation, event).await?;
+        let seq = envelope.seq.unwrap_or_default();
+        self.hub.publish(envelope);
+        Ok(seq)
+    }
+
+    /// Stores a message with the event that records it, then publishes the event.
+    pub(crate) async fn emit_message(
+        &self,
+        conversation: ConversationId,
+        message: NewMessage,
+        event: MessageEvent,
+    ) -> Result<Message, StoreError> {
+        let appended = self.store.append_message(conversation, message, event).await?;
+        if let Some(envelope) = appended.event {
+            self.hub.publish(envelope);
+        }
+        Ok(appended.message)
+    }
+
+    /// Publishes an ephemeral event (not stored, no seq).
+    pub(crate) fn emit_ephemeral(&self, conversation: ConversationId, event: TurnEvent) {
+        debug_assert!(!event.is_durable());
+        self.hub.publish(EventEnvelope { conversation_id: conversation, seq: None, event });
+    }
+
+    fn runners(&self) -> std::sync::MutexGuard<'_, HashMap<ConversationId, Runner>> {
+        // Every update of the map is a single insert, remove or field write.
+        self.runners.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Runs conversations. Cheap to clone; all clones share one state.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("providers", &self.inner.providers.keys().collect::<Vec<_>>()).finish()
+    }
+}
+
+impl Engine {
+    /// An engine over this store, these providers and these tools.
+    pub fn new(store: Arc<dyn ConversationStore>, providers: ProviderRegistry, tools: ToolExecutor) -> Self {
+        Self { inner: Arc::new(Inner { store, providers, tools, hub: Hub::default(), runners: Mutex::default() }) }
+    }
+
+    /// The store it records into.
+    pub fn store(&self) -> &Arc<dyn ConversationStore> {
+        &self.inner.store
+    }
+
+    /// The tools it can run.
+    pub fn tools(&self) -> &ToolExecutor {
+        &self.inner.tools
+    }
+
+    /// Posts a message from a user or service, stores it (`message_posted`), and starts the
+    /// conversation's agent answering it, or queues it if a turn is already running. A retried
+    /// post with the same `client_msg_id` returns the stored message and starts nothing.
+    pub async fn post_message(&self, conversation: ConversationId, post: PostMessage) -> Result<Posted, EngineError> {
+        if post.content.is_empty() {
+            return Err(EngineError::EmptyMessage);
+        }
+        // Fails with not-found for an unknown conversation (its participant list would be empty).
+        self.inner.store.conversation(conversation).await?;
+        let participants = self.inner.store.participants(conversation).await?;
+        let sender = match post.sender {
+            Some(id) => participants
+                .iter()
+                .find(|p| p.id == id && p.left_at.is_none())
+                .ok_or(EngineError::NotAParticipant { conversation, participant: id })?,
+            None => participants
+                .iter()
+                .find(|p| p.kind != ParticipantKind::Agent && p.left_at.is_none())
+                .ok_or(EngineError::NoSender(conversation))?,
+        };
+        let mut message = NewMessage::new(MessageRole::User, post.content);
+        message.sender = Some(sender.id);
+        message.client_msg_id = post.client_msg_id;
+        let appended = self.inner.store.append_message(conversation, message, MessageEvent::Posted).await?;
+        if let Some(envelope) = appended.event {
+            self.inner.hub.publish(envelope);
+        }
+        if !appended.duplicate && sender.kind != ParticipantKind::Agent {
+            self.schedule(conversation);
+        }
+        Ok(Posted { message: appended.message, duplicate: appended.duplicate })
+    }
+
+    /// Follows a conversation's events after `after_seq` (0 for all): the stored ones first,
+    /// then live ones.
+    pub async fn subscribe(&self, conversation: ConversationId, after_seq: u64) -> Result<Subscription, EngineError> {
+        // Fail now, not on the first read, when the conversation does not exist.
+        self.inner.store.conversation(conversation).await?;
+        Ok(Subscription::new(&self.inner.hub, Arc::clone(&self.inner.store), conversation, after_seq))
+    }
+
+    /// Cancels the conversation's running turn, if any; returns whether one was running. The turn
+    /// ends with `cancelled`, and every tool call it made gets a result. Prompts that arrived
+    /// during the turn are still answered, by the next turn.
+    pub fn cancel(&self, conversation: ConversationId) -> bool {
+        match self.inner.runners().get(&conversation) {
+            Some(runner) => {
+                runner.cancel.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether a turn is running (or queued) in the conversation.
+    pub fn is_busy(&self, conversation: ConversationId) -> bool {
+        self.inner.runners().contains_key(&conversation)
+    }
+
+    /// Waits until the conversation has no turn running or queued.
+    pub async fn wait_for_idle(&self, conversation: ConversationId) {
+        let done = self.inner.runners().get(&conversation).map(|runner| runner.done.subscribe());
+        if let Some(mut done) = done {
+            // An error means the runner is gone, which is idle too.
+            let _ = done.wait_for(|finished| *finished).await;
+        }
+    }
+
+    /// Starts a runner for the conversation, or tells the running one to go again afterwards.
+    fn schedule(&self, conversation: ConversationId) {
+        let mut runners = self.inner.runners();
+        if let Some(runner) = runners.get_mut(&conversation) {
+            runner.pending = true;
+            return;
+        }
+        let cancel = CancellationToken::new();
+        runners
+            .insert(conversation, Runner { cancel: cancel.clone(), pending: false, done: watch::Sender::new(false) });
+        drop(runners);
+        let inner = Arc::clone(&self.inner);
+        tokio::spawn(async move {
+            let mut cancel = cancel;
+            let mut answered_through = None;
+            loop {
+                answered_through = turn::run(&inner, conversation, answered_through, cancel.clone()).await;
+                let mut runners = inner.runners();
+                let Some(runner) = runners.get_mut(&conversation) else { break };
+                if runner.pending {
+                    runner.pending = false;
+                    runner.cancel = CancellationToken::new();
+                    cancel = runner.cancel.clone();
+                } else if let Some(runner) = runners.remove(&conversation) {
+                    runner.done.send_replace(true);
+                    break;
+                }
+            }
+        });
+    }
+}

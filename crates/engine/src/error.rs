@@ -1,0 +1,27 @@
+//! The engine's errors at its public edge.
+
+use colloquy_core_model::{ConversationId, ParticipantId};
+use colloquy_store::StoreError;
+
+/// Why an engine call failed. A failing *turn* is not an error of the call that started it: it
+/// ends with `agent_end` and a stop reason instead.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The sender does not take part in the conversation.
+    #[error("participant {participant} is not part of conversation {conversation}: join it first")]
+    NotAParticipant {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The would-be sender.
+        participant: ParticipantId,
+    },
+    /// The conversation has no participant who could have sent this.
+    #[error("conversation {0} has no user or service participant to send as: name a sender")]
+    NoSender(ConversationId),
+    /// The message had nothing in it.
+    #[error("a message needs at least one content part, e.g. {{\"type\": \"text\", \"text\": \"hello\"}}")]
+    EmptyMessage,
+    /// The store failed or refused.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

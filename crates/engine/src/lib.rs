@@ -1,0 +1,18 @@
+//! Colloquy's engine: runs prompt turns (history, LLM request, tool calls, results back to the
+//! LLM, repeat until done or a limit stops it), records every step in the store and fans every
+//! event out live to the conversation's subscribers.
+//!
+//! Architecture invariant: the engine knows conversations, providers, tools and the store through
+//! their crates' traits only; it never sees WebSocket frames, HTTP or SQL. Every event it emits
+//! is stored before it is published, so a subscriber that reconnects with its last `seq` misses
+//! nothing, and every tool call it persists gets exactly one persisted result.
+
+mod context;
+mod engine;
+mod error;
+mod fanout;
+mod turn;
+
+pub use engine::{Engine, PostMessage, Posted, ProviderRegistry};
+pub use error::EngineError;
+pub use fanout::Subscription;
