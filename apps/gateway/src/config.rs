@@ -1,0 +1,120 @@
+//! Gateway configuration: `colloquy.toml`, then `COLLOQUY_*` environment variables, then flags.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+/// Everything `colloquy serve` can be told.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// `sqlite://PATH?mode=rwc`, `sqlite::memory:` or `postgres://...`.
+    pub database_url: String,
+    /// Largest WebSocket text frame the gateway accepts, in bytes; larger ones get a
+    /// `frame_too_large` error and the connection stays open.
+    pub max_frame_bytes: usize,
+    /// The agent a conversation gets when it is created without one.
+    pub agent: AgentConfig,
+    /// LLM providers by name; the default agent's `provider` names one of them.
+    pub providers: BTreeMap<String, ProviderConfig>,
+    /// With no provider configured, look for an Ollama server on 127.0.0.1:11434 at start.
+    pub discover_ollama: bool,
+}
+
+/// The default agent.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Provider name; unset means the first configured one (or the one discovered at start).
+    pub provider: Option<String>,
+    /// Model; unset means the provider's default.
+    pub model: Option<String>,
+    /// Instructions sent first in every request.
+    pub system_prompt: Option<String>,
+    /// Tool names; unset means every built-in tool.
+    pub tools: Option<Vec<String>>,
+}
+
+/// One LLM provider.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ProviderConfig {
+    /// OpenAI, or any server that speaks its chat completions API (Ollama, vLLM, llama.cpp).
+    OpenaiCompatible {
+        /// e.g. `https://api.openai.com/v1` or `http://127.0.0.1:11434/v1`.
+        base_url: String,
+        /// The API key, if the server needs one. Never logged.
+        api_key: Option<SecretString>,
+        /// The model agents use when they name none.
+        default_model: Option<String>,
+    },
+    /// Replays fixed text replies in a cycle: an offline demo and a test double.
+    Scripted {
+        /// The replies, in order.
+        replies: Vec<String>,
+    },
+}
+
+/// The top-level keys, so that other `COLLOQUY_*` variables (`COLLOQUY_CONFIG`, test settings)
+/// are not mistaken for configuration.
+const KEYS: [&str; 6] = ["listen", "database_url", "max_frame_bytes", "agent", "providers", "discover_ollama"];
+
+/// Where `OpenAI` itself lives.
+pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+
+impl Config {
+    /// The defaults: 127.0.0.1:8080, `./colloquy.db`, 256 KiB frames, no providers.
+    fn defaults() -> serde_json::Value {
+        serde_json::json!({
+            "listen": "127.0.0.1:8080",
+            "database_url": "sqlite://colloquy.db?mode=rwc",
+            "max_frame_bytes": 256 * 1024,
+            "agent": {},
+            "providers": {},
+            "discover_ollama": true,
+        })
+    }
+
+    /// Layers the defaults, the TOML file (if it exists), `COLLOQUY_*` variables (`__` separates
+    /// nested keys: `COLLOQUY_AGENT__MODEL`), and finally `overrides` (the command-line flags).
+    /// `OPENAI_API_KEY` / `OPENAI_BASE_URL` add an `openai` provider when none is configured.
+    pub fn load(file: &Path, overrides: impl Serialize) -> Result<Self, Box<figment::Error>> {
+        let mut config: Self = Figment::from(Serialized::defaults(Self::defaults()))
+            .merge(Toml::file(file))
+            .merge(
+                Env::prefixed("COLLOQUY_").filter(|key| KEYS.iter().any(|k| key.as_str().starts_with(k))).split("__"),
+            )
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .map_err(Box::new)?;
+        if config.providers.is_empty()
+            && let Ok(key) = std::env::var("OPENAI_API_KEY")
+        {
+            let base_url = std::env::var("OPENAI_BASE_URL").unwrap_or_else(|_| OPENAI_BASE_URL.to_owned());
+            config.providers.insert(
+                "openai".to_owned(),
+                ProviderConfig::OpenaiCompatible {
+                    base_url,
+                    api_key: Some(SecretString::from(key)),
+                    default_model: None,
+                },
+            );
+        }
+        Ok(config)
+    }
+
+    /// A configuration for tests and embedding: defaults plus these values.
+    pub fn from_value(value: serde_json::Value) -> Result<Self, Box<figment::Error>> {
+        Figment::from(Serialized::defaults(Self::defaults()))
+            .merge(Serialized::defaults(value))
+            .extract()
+            .map_err(Box::new)
+    }
+}

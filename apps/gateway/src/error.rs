@@ -1,0 +1,81 @@
+//! Errors as clients see them: a stable code, a message that says what to do, and whether a
+//! retry may help. Internals never leak.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use colloquy_engine::EngineError;
+use colloquy_store::StoreError;
+use serde::Serialize;
+
+/// A client-facing error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiError {
+    /// Stable, machine-readable: clients branch on it.
+    pub code: &'static str,
+    /// For people: what was wrong and what to do.
+    pub message: String,
+    /// Whether sending the same request again may succeed.
+    pub retryable: bool,
+    #[serde(skip)]
+    status: StatusCode,
+}
+
+impl ApiError {
+    /// A caller error with this code.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), retryable: false, status: StatusCode::BAD_REQUEST }
+    }
+
+    /// An unknown resource.
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), retryable: false, status: StatusCode::NOT_FOUND }
+    }
+
+    fn internal(error: &dyn std::error::Error) -> Self {
+        tracing::error!(%error, "internal error");
+        Self {
+            code: "internal",
+            message: "the server failed to handle this request; it was logged, retry later".to_owned(),
+            retryable: true,
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match &error {
+            StoreError::ConversationNotFound(_) => Self::not_found("conversation_not_found", error.to_string()),
+            StoreError::ConversationNotActive(_) => Self {
+                code: "conversation_not_active",
+                message: error.to_string(),
+                retryable: false,
+                status: StatusCode::CONFLICT,
+            },
+            _ => Self::internal(&error),
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(error: EngineError) -> Self {
+        match error {
+            EngineError::Store(store) => store.into(),
+            EngineError::NotAParticipant { .. } => Self {
+                code: "not_a_participant",
+                message: error.to_string(),
+                retryable: false,
+                status: StatusCode::FORBIDDEN,
+            },
+            EngineError::NoSender(_) => Self::bad_request("no_sender", error.to_string()),
+            EngineError::EmptyMessage => Self::bad_request("empty_message", error.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(serde_json::json!({ "error": self }))).into_response()
+    }
+}

@@ -1,0 +1,138 @@
+//! The WebSocket frames of `/v1/ws` (documented in docs/protocol.md).
+
+use colloquy_core_model::{ContentPart, ConversationId, MessageId, ParticipantId, TurnEvent};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+
+/// What a client sends. Every frame may carry an `id` that the reply echoes.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientFrame {
+    /// Replay durable events after `after_seq`, then follow live.
+    Subscribe {
+        id: Option<String>,
+        conversation_id: ConversationId,
+        #[serde(default)]
+        after_seq: u64,
+    },
+    /// Stop following a conversation.
+    Unsubscribe { id: Option<String>, conversation_id: ConversationId },
+    /// Post a message.
+    Send {
+        id: Option<String>,
+        conversation_id: ConversationId,
+        client_msg_id: Option<String>,
+        content: Content,
+        sender: Option<ParticipantId>,
+    },
+    /// Cancel the running turn.
+    Cancel { id: Option<String>, conversation_id: ConversationId },
+    /// Liveness check.
+    Ping { id: Option<String> },
+}
+
+/// The frame types a client may send, for the `unknown_frame` error.
+pub const CLIENT_FRAME_TYPES: [&str; 5] = ["subscribe", "unsubscribe", "send", "cancel", "ping"];
+
+/// Message content: a plain string, or content parts.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Content {
+    /// Shorthand for one text part.
+    Text(String),
+    /// Content parts.
+    Parts(Vec<ContentPart>),
+}
+
+impl Content {
+    pub fn into_parts(self) -> Vec<ContentPart> {
+        match self {
+            Self::Text(text) if text.is_empty() => Vec::new(),
+            Self::Text(text) => vec![ContentPart::Text { text }],
+            Self::Parts(parts) => parts,
+        }
+    }
+}
+
+/// What the server sends.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame<'a> {
+    /// An event of a subscribed conversation.
+    Event {
+        conversation_id: ConversationId,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+        event: &'a TurnEvent,
+    },
+    /// A client frame succeeded.
+    Ack(Ack),
+    /// A client frame failed; the connection stays usable.
+    Error {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        #[serde(flatten)]
+        error: ApiError,
+    },
+    /// Answers `ping`.
+    Pong {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+    },
+}
+
+/// The success reply to a client frame; which fields are set depends on the frame.
+#[derive(Debug, Default, Serialize)]
+pub struct Ack {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub conversation_id: Option<ConversationId>,
+    /// `send`: the message's seq.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// `send`: the stored message's id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<MessageId>,
+    /// `send`: whether the `client_msg_id` was already stored (nothing new happened).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicate: Option<bool>,
+    /// `cancel`: whether a turn was running.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancelled: Option<bool>,
+}
+
+/// Parses a text frame, with errors a client can act on.
+pub fn parse(text: &str) -> Result<ClientFrame, (Option<String>, ApiError)> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        (
+            None,
+            ApiError::bad_request(
+                "bad_json",
+                format!("the frame is not valid JSON ({e}): send one JSON object per text frame"),
+            ),
+        )
+    })?;
+    let id = value.get("id").and_then(serde_json::Value::as_str).map(str::to_owned);
+    let Some(kind) = value.get("type").and_then(serde_json::Value::as_str).map(str::to_owned) else {
+        return Err((
+            id,
+            ApiError::bad_request(
+                "invalid_frame",
+                "the frame has no string field `type`: use one of subscribe, unsubscribe, send, cancel, ping",
+            ),
+        ));
+    };
+    if !CLIENT_FRAME_TYPES.contains(&kind.as_str()) {
+        return Err((
+            id,
+            ApiError::bad_request(
+                "unknown_frame",
+                format!("unknown frame type `{kind}`: use one of subscribe, unsubscribe, send, cancel, ping"),
+            ),
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| {
+        (id, ApiError::bad_request("invalid_frame", format!("invalid `{kind}` frame: {e}; see docs/protocol.md")))
+    })
+}

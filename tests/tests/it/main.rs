@@ -1,0 +1,6 @@
+//! End-to-end tests: the real gateway on port 0 with a temporary SQLite file, a local mock
+//! OpenAI-compatible server, and WebSocket clients speaking the documented protocol.
+
+mod conversation;
+mod protocol_errors;
+mod support;
