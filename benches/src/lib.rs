@@ -1,0 +1,75 @@
+//! Fixtures shared by Colloquy's criterion benches (and, later, the load generator): a real
+//! engine over SQLite in a temporary directory with the scripted provider.
+
+use std::sync::Arc;
+
+use colloquy_core_model::{
+    AgentSpec, ConversationId, ConversationKind, Options, ParticipantId, ParticipantKind, ParticipantRole,
+};
+use colloquy_engine::{Engine, ProviderRegistry};
+use colloquy_llm_providers::{ScriptStep, ScriptedProvider};
+use colloquy_store::{NewConversation, NewParticipant, SeaStore, StoreError, StoreOptions};
+use colloquy_tools::{ToolExecutor, ToolRegistry};
+
+/// An engine whose scripted model answers every prompt like DESIGN §10's turn: one reply with
+/// four parallel calculator calls, then a text answer.
+pub struct TurnFixture {
+    /// The engine under test.
+    pub engine: Engine,
+    /// Keeps the SQLite file alive.
+    _dir: tempfile::TempDir,
+}
+
+impl TurnFixture {
+    /// Opens a fresh SQLite store in a temporary directory.
+    pub async fn new() -> Result<Self, StoreError> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::UnsupportedUrl(e.to_string()))?;
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display());
+        let store = SeaStore::connect(&url, StoreOptions::default()).await?;
+        let calls: Vec<(String, String)> =
+            (0..4).map(|i| (format!("call_{i}"), format!("{{\"expression\": \"{i} * 7\"}}"))).collect();
+        let call_refs: Vec<(&str, &str, &str)> =
+            calls.iter().map(|(id, args)| (id.as_str(), "calculator", args.as_str())).collect();
+        let provider = ScriptedProvider::cycling(vec![
+            ScriptStep::tool_calls(&call_refs),
+            ScriptStep::text("The results are 0, 7, 14 and 21."),
+        ]);
+        let mut providers = ProviderRegistry::new();
+        providers.insert("scripted".to_owned(), Arc::new(provider));
+        let tools = ToolExecutor::new(Arc::new(ToolRegistry::with_builtins()));
+        Ok(Self { engine: Engine::new(Arc::new(store), providers, tools), _dir: dir })
+    }
+
+    /// A new user-agent conversation with the scripted agent.
+    pub async fn conversation(&self) -> Result<ConversationId, StoreError> {
+        let id = ConversationId::new();
+        let participant = |kind, name: &str, agent| NewParticipant {
+            id: ParticipantId::new(),
+            kind,
+            display_name: name.to_owned(),
+            role: ParticipantRole::Member,
+            agent,
+        };
+        let agent = AgentSpec {
+            provider: "scripted".into(),
+            model: "scripted".into(),
+            system_prompt: None,
+            tools: vec!["calculator".into()],
+        };
+        self.engine
+            .store()
+            .create_conversation(NewConversation {
+                id,
+                kind: ConversationKind::UserAgent,
+                title: None,
+                tags: Vec::new(),
+                options: Options::default(),
+                participants: vec![
+                    participant(ParticipantKind::User, "user", None),
+                    participant(ParticipantKind::Agent, "agent", Some(agent)),
+                ],
+            })
+            .await?;
+        Ok(id)
+    }
+}
