@@ -5,7 +5,6 @@
 use std::time::{Duration, Instant};
 
 use colloquy_benches::TurnFixture;
-use colloquy_core_model::ContentPart;
 use colloquy_engine::PostMessage;
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -21,8 +20,7 @@ fn engine_turn(c: &mut Criterion) {
                 for _ in 0..iters {
                     // A fresh conversation per turn keeps every turn's history the same size.
                     let Ok(conversation) = fixture.conversation().await else { continue };
-                    let post =
-                        PostMessage { sender: None, content: vec![ContentPart::text("compute")], client_msg_id: None };
+                    let post = PostMessage::text("compute");
                     let start = Instant::now();
                     if fixture.engine.post_message(conversation, post).await.is_ok() {
                         fixture.engine.wait_for_idle(conversation).await;

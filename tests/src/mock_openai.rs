@@ -13,6 +13,7 @@ use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use axum::routing::post;
+use futures::StreamExt;
 use tokio::sync::oneshot;
 
 /// What the server answers to one request.
@@ -32,6 +33,9 @@ pub enum MockReply {
     },
     /// A `200 text/event-stream` with exactly this body, for malformed or cut streams.
     RawSse(String),
+    /// A `200 text/event-stream` of these chunks that then stays open without another byte: a
+    /// server that hangs mid-answer (for cancellation and crash tests).
+    Stall(Vec<serde_json::Value>),
 }
 
 /// What the handler shares with the test.
@@ -106,6 +110,11 @@ async fn chat_completions(State(script): State<SharedScript>, body: Bytes) -> Re
             event_stream(Body::from_stream(futures::stream::iter(events)))
         }
         Some(MockReply::RawSse(text)) => event_stream(Body::from(text)),
+        Some(MockReply::Stall(chunks)) => {
+            let events: Vec<Result<String, Infallible>> =
+                chunks.iter().map(|chunk| Ok(format!("data: {chunk}\n\n"))).collect();
+            event_stream(Body::from_stream(futures::stream::iter(events).chain(futures::stream::pending())))
+        }
         Some(MockReply::Status { status, headers, body }) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut response = json_response(status, &body);

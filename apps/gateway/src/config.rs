@@ -89,7 +89,9 @@ impl Config {
         let mut config: Self = Figment::from(Serialized::defaults(Self::defaults()))
             .merge(Toml::file(file))
             .merge(
-                Env::prefixed("COLLOQUY_").filter(|key| KEYS.iter().any(|k| key.as_str().starts_with(k))).split("__"),
+                Env::prefixed("COLLOQUY_")
+                    .filter(|key| KEYS.iter().any(|k| key.as_str().to_ascii_lowercase().starts_with(k)))
+                    .split("__"),
             )
             .merge(Serialized::defaults(overrides))
             .extract()
@@ -116,5 +118,49 @@ impl Config {
             .merge(Serialized::defaults(value))
             .extract()
             .map_err(Box::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[expect(clippy::result_large_err, reason = "figment's Jail fixes the closure's error type")]
+    fn the_file_then_the_environment_then_flags_decide() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "colloquy.toml",
+                r#"
+                listen = "127.0.0.1:9000"
+                [agent]
+                model = "from-file"
+                system_prompt = "file prompt"
+                [providers.local]
+                kind = "openai_compatible"
+                base_url = "http://127.0.0.1:8000/v1"
+                "#,
+            )?;
+            jail.set_env("COLLOQUY_AGENT__MODEL", "from-env");
+            jail.set_env("COLLOQUY_PROVIDERS__DEMO__KIND", "scripted");
+            jail.set_env("COLLOQUY_PROVIDERS__DEMO__REPLIES", "[hi]");
+            // Not configuration: must not be rejected as an unknown key.
+            jail.set_env("COLLOQUY_CONFIG", "colloquy.toml");
+            jail.set_env("COLLOQUY_REQUIRE_POSTGRES", "1");
+            let flags = serde_json::json!({ "listen": "127.0.0.1:9001" });
+            let config = Config::load(Path::new("colloquy.toml"), flags).map_err(|e| e.to_string())?;
+            assert_eq!(config.listen.to_string(), "127.0.0.1:9001");
+            assert_eq!(config.agent.model.as_deref(), Some("from-env"));
+            assert_eq!(config.agent.system_prompt.as_deref(), Some("file prompt"));
+            assert_eq!(config.providers.keys().collect::<Vec<_>>(), ["demo", "local"]);
+            assert_eq!(config.database_url, "sqlite://colloquy.db?mode=rwc");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn an_unknown_key_is_a_clear_error() {
+        let error = Config::from_value(serde_json::json!({ "lisen": "127.0.0.1:1" })).map(|_| ()).unwrap_err();
+        assert!(error.to_string().contains("lisen"), "{error}");
     }
 }

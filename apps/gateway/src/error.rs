@@ -68,6 +68,9 @@ impl From<EngineError> for ApiError {
                 retryable: false,
                 status: StatusCode::FORBIDDEN,
             },
+            EngineError::Busy(_) => {
+                Self { code: "busy", message: error.to_string(), retryable: true, status: StatusCode::CONFLICT }
+            }
             EngineError::NoSender(_) => Self::bad_request("no_sender", error.to_string()),
             EngineError::EmptyMessage => Self::bad_request("empty_message", error.to_string()),
         }

@@ -46,8 +46,13 @@ impl AppState {
         let registry = ToolRegistry::with_builtins();
         let providers = providers::build(&config, registry.names()).await;
         let engine = Engine::new(Arc::new(store), providers.registry, ToolExecutor::new(Arc::new(registry)));
+        let mut banner = providers.banner;
+        let recovered = engine.recover().await?;
+        if recovered > 0 {
+            banner.push(format!("recovered {recovered} turn(s) left open by an earlier stop"));
+        }
         let state = Self { engine, config: Arc::new(config), default_agent: providers.default_agent };
-        Ok((state, providers.banner))
+        Ok((state, banner))
     }
 }
 

@@ -63,6 +63,8 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!("{line}");
     }
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    // The bound address, which differs from the configured one for port 0.
+    let listen = listener.local_addr()?;
     tracing::info!("colloquy listening on http://{listen} (WebSocket ws://{listen}/v1/ws)");
     serve(listener, state, async {
         let _ = tokio::signal::ctrl_c().await;

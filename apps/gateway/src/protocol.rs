@@ -25,11 +25,18 @@ pub enum ClientFrame {
         client_msg_id: Option<String>,
         content: Content,
         sender: Option<ParticipantId>,
+        /// `false`: refuse (code `busy`) instead of queueing when the agent is answering.
+        #[serde(default = "default_true")]
+        queue: bool,
     },
     /// Cancel the running turn.
     Cancel { id: Option<String>, conversation_id: ConversationId },
     /// Liveness check.
     Ping { id: Option<String> },
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// The frame types a client may send, for the `unknown_frame` error.

@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use colloquy_core_model::ConversationId;
-use colloquy_engine::PostMessage;
+use colloquy_engine::{PostMessage, QueuePolicy};
 use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -129,8 +129,9 @@ impl Session {
                     ),
                 ),
             },
-            ClientFrame::Send { id, conversation_id, client_msg_id, content, sender } => {
-                let post = PostMessage { sender, content: content.into_parts(), client_msg_id };
+            ClientFrame::Send { id, conversation_id, client_msg_id, content, sender, queue } => {
+                let queue = if queue { QueuePolicy::Queue } else { QueuePolicy::Reject };
+                let post = PostMessage { sender, content: content.into_parts(), client_msg_id, queue };
                 match self.state.engine.post_message(conversation_id, post).await {
                     Ok(posted) => ack(Ack {
                         id,

@@ -1,10 +1,130 @@
 //! Turns a conversation's stored history into the messages of an LLM request, as one agent sees
-//! it, keeping every tool call next to its result.
+//! it, keeping every tool call next to its result; and the context window that trims them.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use colloquy_core_model::{ContentPart, Message, MessageRole, ParticipantId};
-use colloquy_llm_providers::RequestMessage;
+use colloquy_llm_providers::{LlmRequest, RequestMessage};
+
+/// What a [`MessageTransformer`] knows about the request it shapes.
+#[derive(Debug, Clone, Copy)]
+pub struct TransformContext<'a> {
+    /// The model the request goes to (token counting depends on it).
+    pub model: &'a str,
+    /// The system prompt, which is always sent and counts against the limit.
+    pub system_prompt: Option<&'a str>,
+    /// `Options::context_limit`, in tokens.
+    pub context_limit: Option<u32>,
+}
+
+/// Shapes the messages of every LLM request before it is sent: filters, trims, summarizes.
+/// The result must keep each tool call's assistant message together with its results.
+pub trait MessageTransformer: Send + Sync + 'static {
+    /// The messages to send, oldest first.
+    fn transform(&self, messages: Vec<RequestMessage>, ctx: &TransformContext<'_>) -> Vec<RequestMessage>;
+}
+
+/// The default transformer: with a `context_limit`, keeps the newest messages that fit it
+/// together with the system prompt, dropping whole exchanges from the oldest end (an assistant
+/// message with tool calls and its results go or stay together), and starts the window at a
+/// user message, as providers require. Without a limit, sends everything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ContextWindow;
+
+impl MessageTransformer for ContextWindow {
+    fn transform(&self, messages: Vec<RequestMessage>, ctx: &TransformContext<'_>) -> Vec<RequestMessage> {
+        let Some(limit) = ctx.context_limit else { return messages };
+        let mut budget = u64::from(limit).saturating_sub(ctx.system_prompt.map_or(0, |s| count_tokens(ctx.model, s)));
+        // Group boundaries: a group starts at every message that is not a tool result.
+        let starts: Vec<usize> =
+            messages.iter().enumerate().filter(|(_, m)| m.role != MessageRole::Tool).map(|(i, _)| i).collect();
+        let mut keep_from = messages.len();
+        for (n, &start) in starts.iter().enumerate().rev() {
+            let end = starts.get(n + 1).copied().unwrap_or(messages.len());
+            let cost: u64 = messages[start..end].iter().map(|m| message_tokens(ctx.model, m)).sum();
+            if cost > budget {
+                break;
+            }
+            budget -= cost;
+            keep_from = start;
+        }
+        // Never start with an assistant turn: skip to the first user message in the window.
+        while keep_from < messages.len() && messages[keep_from].role != MessageRole::User {
+            keep_from += 1;
+        }
+        messages.into_iter().skip(keep_from).collect()
+    }
+}
+
+/// Tokens a message costs: its text through the model's tokenizer, plus a small per-message
+/// overhead for role and framing (4, as OpenAI documents for its chat format).
+fn message_tokens(model: &str, message: &RequestMessage) -> u64 {
+    let text: u64 = message
+        .content
+        .iter()
+        .map(|part| match part {
+            ContentPart::Text { text } => count_tokens(model, text),
+            ContentPart::ToolCall { name, arguments, .. } => {
+                count_tokens(model, name) + count_tokens(model, &arguments.to_string())
+            }
+            ContentPart::ToolResult { content, .. } => count_tokens(model, content),
+            // Providers bill images by size; 85 tokens is OpenAI's low-detail flat rate.
+            ContentPart::Image { .. } | ContentPart::File { .. } => 85,
+            ContentPart::Custom { .. } => 0,
+        })
+        .sum();
+    text + 4
+}
+
+/// The prompt tokens a request will cost: system prompt, messages and tool schemas.
+pub(crate) fn estimate_request_tokens(request: &LlmRequest) -> u64 {
+    let model = request.model.as_str();
+    let system = request.system_prompt.as_deref().map_or(0, |s| count_tokens(model, s) + 4);
+    let messages: u64 = request.messages.iter().map(|m| message_tokens(model, m)).sum();
+    let tools: u64 = request
+        .tools
+        .iter()
+        .map(|t| {
+            count_tokens(model, &t.name)
+                + count_tokens(model, &t.description)
+                + count_tokens(model, &t.parameters.to_string())
+        })
+        .sum();
+    system + messages + tools
+}
+
+/// Tokens in `text` for `model`: exact (tiktoken's o200k or cl100k vocabulary) for OpenAI model
+/// families, otherwise an estimate of one token per 4 bytes, rounded up, which is close for
+/// English with the Llama, Mistral and Claude tokenizers and errs high for code.
+pub fn count_tokens(model: &str, text: &str) -> u64 {
+    let bpe = if is_o200k_family(model) {
+        o200k()
+    } else if model.starts_with("gpt-4") || model.starts_with("gpt-3.5") {
+        cl100k()
+    } else {
+        None
+    };
+    match bpe {
+        Some(bpe) => bpe.encode_ordinary(text).len() as u64,
+        None => (text.len() as u64).div_ceil(4),
+    }
+}
+
+fn is_o200k_family(model: &str) -> bool {
+    ["gpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4", "chatgpt-4o"].iter().any(|p| model.starts_with(p))
+}
+
+/// The vocabularies are parsed once per process (it takes tens of milliseconds).
+fn o200k() -> Option<&'static tiktoken_rs::CoreBPE> {
+    static BPE: OnceLock<Option<tiktoken_rs::CoreBPE>> = OnceLock::new();
+    BPE.get_or_init(|| tiktoken_rs::o200k_base().ok()).as_ref()
+}
+
+fn cl100k() -> Option<&'static tiktoken_rs::CoreBPE> {
+    static BPE: OnceLock<Option<tiktoken_rs::CoreBPE>> = OnceLock::new();
+    BPE.get_or_init(|| tiktoken_rs::cl100k_base().ok()).as_ref()
+}
 
 /// The request messages for `agent`, oldest first.
 ///
@@ -86,6 +206,47 @@ mod tests {
             content: "2".into(),
             is_error: false,
         }
+    }
+
+    fn text(role: MessageRole, text: &str) -> RequestMessage {
+        RequestMessage { role, content: vec![ContentPart::text(text)] }
+    }
+
+    #[test]
+    fn the_window_keeps_the_newest_exchanges_that_fit_and_never_splits_a_call_from_its_result() {
+        let call = RequestMessage {
+            role: MessageRole::Assistant,
+            content: vec![ContentPart::ToolCall {
+                id: "a".into(),
+                name: "calculator".into(),
+                arguments: serde_json::json!({}),
+            }],
+        };
+        let long = "word ".repeat(200);
+        let messages = vec![
+            text(MessageRole::User, &long),
+            text(MessageRole::Assistant, &long),
+            text(MessageRole::User, "what is 1+1?"),
+            call,
+            RequestMessage { role: MessageRole::Tool, content: vec![result("a")] },
+            text(MessageRole::Assistant, "2"),
+        ];
+        let ctx = TransformContext { model: "llama3", system_prompt: Some("Be brief."), context_limit: Some(60) };
+        let kept: Vec<MessageRole> = ContextWindow.transform(messages.clone(), &ctx).iter().map(|m| m.role).collect();
+        assert_eq!(kept, [MessageRole::User, MessageRole::Assistant, MessageRole::Tool, MessageRole::Assistant]);
+        // A limit too small for the newest exchange leaves nothing that starts with a user message.
+        let tiny = TransformContext { context_limit: Some(10), ..ctx };
+        let kept: Vec<MessageRole> = ContextWindow.transform(messages.clone(), &tiny).iter().map(|m| m.role).collect();
+        assert_eq!(kept, Vec::<MessageRole>::new());
+        let unlimited = TransformContext { context_limit: None, ..ctx };
+        assert_eq!(ContextWindow.transform(messages.clone(), &unlimited), messages);
+    }
+
+    #[test]
+    fn openai_models_are_counted_with_their_tokenizer_and_others_estimated() {
+        assert_eq!(count_tokens("gpt-4o-mini", "hello world"), 2);
+        assert_eq!(count_tokens("gpt-4", "hello world"), 2);
+        assert_eq!(count_tokens("llama3", "hello world"), 3);
     }
 
     #[test]

@@ -13,11 +13,23 @@ use colloquy_tools::ToolExecutor;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::context::{ContextWindow, MessageTransformer};
 use crate::fanout::{Hub, Subscription};
 use crate::{EngineError, turn};
 
 /// Providers by the name agents use for them (`AgentSpec::provider`).
 pub type ProviderRegistry = HashMap<String, Arc<dyn LlmProvider>>;
+
+/// What to do with a prompt that arrives while a turn runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum QueuePolicy {
+    /// Store it and answer it at the next turn boundary (`Options::queue_mode` decides whether
+    /// queued prompts get a turn each or one turn together).
+    #[default]
+    Queue,
+    /// Refuse it with [`EngineError::Busy`] and store nothing.
+    Reject,
+}
 
 /// A message to post.
 #[derive(Debug, Clone)]
@@ -28,6 +40,15 @@ pub struct PostMessage {
     pub content: Vec<ContentPart>,
     /// The sender's idempotency key.
     pub client_msg_id: Option<String>,
+    /// What to do if a turn is running.
+    pub queue: QueuePolicy,
+}
+
+impl PostMessage {
+    /// A text message from the conversation's first user, queued if a turn runs.
+    pub fn text(text: impl Into<String>) -> Self {
+        Self { sender: None, content: vec![ContentPart::text(text)], client_msg_id: None, queue: QueuePolicy::Queue }
+    }
 }
 
 /// The outcome of [`Engine::post_message`].
@@ -53,6 +74,8 @@ pub(crate) struct Inner {
     pub(crate) store: Arc<dyn ConversationStore>,
     pub(crate) providers: ProviderRegistry,
     pub(crate) tools: ToolExecutor,
+    /// Shapes every request's messages (the context window by default).
+    pub(crate) transformer: Arc<dyn MessageTransformer>,
     hub: Hub,
     /// One runner per conversation with a turn in progress: turns of one conversation never
     /// overlap.
@@ -109,7 +132,31 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// An engine over this store, these providers and these tools.
     pub fn new(store: Arc<dyn ConversationStore>, providers: ProviderRegistry, tools: ToolExecutor) -> Self {
-        Self { inner: Arc::new(Inner { store, providers, tools, hub: Hub::default(), runners: Mutex::default() }) }
+        Self::with_transformer(store, providers, tools, Arc::new(ContextWindow))
+    }
+
+    /// An engine whose requests are shaped by `transformer` instead of the default
+    /// [`ContextWindow`].
+    pub fn with_transformer(
+        store: Arc<dyn ConversationStore>,
+        providers: ProviderRegistry,
+        tools: ToolExecutor,
+        transformer: Arc<dyn MessageTransformer>,
+    ) -> Self {
+        let inner = Inner { store, providers, tools, transformer, hub: Hub::default(), runners: Mutex::default() };
+        Self { inner: Arc::new(inner) }
+    }
+
+    /// Closes or resumes every turn that a crash left open (see DESIGN §3), then answers any
+    /// prompt that was waiting. Call it once at start, before serving clients; returns how many
+    /// turns it recovered.
+    pub async fn recover(&self) -> Result<usize, EngineError> {
+        let open = self.inner.store.unfinished_turns().await?;
+        for (conversation, start_seq) in &open {
+            turn::recover(&self.inner, *conversation, *start_seq).await?;
+            self.schedule(*conversation);
+        }
+        Ok(open.len())
     }
 
     /// The store it records into.
@@ -142,6 +189,9 @@ impl Engine {
                 .find(|p| p.kind != ParticipantKind::Agent && p.left_at.is_none())
                 .ok_or(EngineError::NoSender(conversation))?,
         };
+        if post.queue == QueuePolicy::Reject && self.is_busy(conversation) {
+            return Err(EngineError::Busy(conversation));
+        }
         let mut message = NewMessage::new(MessageRole::User, post.content);
         message.sender = Some(sender.id);
         message.client_msg_id = post.client_msg_id;
@@ -206,12 +256,16 @@ impl Engine {
             let mut cancel = cancel;
             let mut answered_through = None;
             loop {
-                answered_through = turn::run(&inner, conversation, answered_through, cancel.clone()).await;
+                // After a turn, look again: prompts queued one at a time wait for their own turn.
+                let answered = turn::run(&inner, conversation, answered_through, cancel.clone()).await;
                 let mut runners = inner.runners();
                 let Some(runner) = runners.get_mut(&conversation) else { break };
-                if runner.pending {
+                if answered.is_some() || runner.pending {
+                    answered_through = answered.or(answered_through);
                     runner.pending = false;
-                    runner.cancel = CancellationToken::new();
+                    if runner.cancel.is_cancelled() {
+                        runner.cancel = CancellationToken::new();
+                    }
                     cancel = runner.cancel.clone();
                 } else if let Some(runner) = runners.remove(&conversation) {
                     runner.done.send_replace(true);

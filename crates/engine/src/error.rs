@@ -21,6 +21,9 @@ pub enum EngineError {
     /// The message had nothing in it.
     #[error("a message needs at least one content part, e.g. {{\"type\": \"text\", \"text\": \"hello\"}}")]
     EmptyMessage,
+    /// A turn is running and the caller asked not to queue.
+    #[error("conversation {0} is busy answering: wait for agent_end, cancel the turn, or send with queueing allowed")]
+    Busy(ConversationId),
     /// The store failed or refused.
     #[error(transparent)]
     Store(#[from] StoreError),

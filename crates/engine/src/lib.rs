@@ -13,6 +13,7 @@ mod error;
 mod fanout;
 mod turn;
 
-pub use engine::{Engine, PostMessage, Posted, ProviderRegistry};
+pub use context::{ContextWindow, MessageTransformer, TransformContext, count_tokens};
+pub use engine::{Engine, PostMessage, Posted, ProviderRegistry, QueuePolicy};
 pub use error::EngineError;
 pub use fanout::Subscription;

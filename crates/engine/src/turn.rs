@@ -1,11 +1,13 @@
-//! One prompt turn: from `agent_start` to `agent_end`.
+//! One prompt turn: from `agent_start` to `agent_end`; and closing or resuming a turn that a
+//! crash left open.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use colloquy_core_model::{
-    AgentSpec, ContentPart, Conversation, ConversationId, Message, MessageDelta, MessageRole, NewMessage, Participant,
-    ParticipantKind, StopReason, ToolCallId, ToolChoice, TurnError, TurnErrorKind, TurnEvent, TurnId, Usage,
+    AgentSpec, BudgetLimit, ContentPart, Conversation, ConversationId, Message, MessageDelta, MessageRole, NewMessage,
+    Participant, ParticipantKind, QueueMode, StopReason, ToolCallId, ToolChoice, TurnError, TurnErrorKind, TurnEvent,
+    TurnId, Usage,
 };
 use colloquy_llm_providers::{
     FinishReason, LlmProvider, LlmRequest, ProviderError, ProviderEvent, ResponseAccumulator,
@@ -15,16 +17,17 @@ use colloquy_tools::{ExecutionEvent, ExecutorConfig, ToolCallRequest, ToolContex
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::context::request_messages;
+use crate::context::{TransformContext, estimate_request_tokens, request_messages};
 use crate::engine::Inner;
 
-/// History read for one turn; older messages are left out (a context window comes later).
+/// Messages read for one turn; the context window decides how many of them are sent.
 const HISTORY_LIMIT: u64 = 10_000;
 
 /// Runs one turn of the conversation's agent if a message awaits an answer: one posted after
-/// `answered_through` (the newest seq the previous turn's last request included) or, for the
+/// `answered_through` (the newest seq of posted history an earlier turn answered) or, for the
 /// first turn of a runner, after the agent's last reply. Never fails: whatever goes wrong ends
-/// the turn with a stop reason. Returns the newest seq the turn's requests included.
+/// the turn with a stop reason. Returns the newest seq of posted history this turn answered, or
+/// `None` when there was nothing to answer.
 pub(crate) async fn run(
     inner: &Inner,
     conversation: ConversationId,
@@ -33,31 +36,38 @@ pub(crate) async fn run(
 ) -> Option<u64> {
     let setup = match load(inner, conversation, answered_through).await {
         Ok(Some(setup)) => setup,
-        Ok(None) => return answered_through,
+        Ok(None) => return None,
         Err(error) => {
             tracing::error!(%conversation, %error, "could not load the conversation for a turn");
-            return answered_through;
+            return None;
         }
     };
-    let turn_id = TurnId::new();
-    let answered_through = setup.history.last().map(|m| m.seq);
-    let mut turn = Turn { inner, conversation, turn_id, setup, cancel, usage: Usage::default(), answered_through };
-    let stop = match turn.emit(TurnEvent::AgentStart { turn_id, agent: turn.setup.agent.id }).await {
-        Ok(()) => turn.requests().await,
+    let answered = Some(setup.cut);
+    let mut turn = Turn { inner, conversation, turn_id: TurnId::new(), setup, cancel, usage: Usage::default() };
+    let stop = match turn.emit(TurnEvent::AgentStart { turn_id: turn.turn_id, agent: turn.setup.agent.id }).await {
+        Ok(()) => turn.requests(1).await,
         Err(error) => store_failure(&error),
     };
-    let usage = turn.usage;
-    if let Err(error) = turn.emit(TurnEvent::AgentEnd { turn_id, stop, usage }).await {
-        tracing::error!(%conversation, %turn_id, %error, "could not record the end of a turn");
-    }
-    turn.answered_through
+    turn.end(stop).await;
+    answered
 }
 
 struct Setup {
     conversation: Conversation,
     agent: Participant,
     spec: AgentSpec,
+    /// What the agent is answering: stored messages up to `cut`, then the turn's own.
     history: Vec<Message>,
+    /// The newest posted message this turn answers; later ones wait for the next turn.
+    cut: u64,
+}
+
+/// The conversation's answering agent and its spec.
+fn answering_agent(participants: Vec<Participant>) -> Option<(AgentSpec, Participant)> {
+    participants.into_iter().find_map(|p| match &p.agent {
+        Some(spec) if p.kind == ParticipantKind::Agent && p.left_at.is_none() => Some((spec.clone(), p)),
+        _ => None,
+    })
 }
 
 /// Reads what a turn needs, or `None` when there is nothing to answer.
@@ -67,16 +77,11 @@ async fn load(
     answered_through: Option<u64>,
 ) -> Result<Option<Setup>, StoreError> {
     let record = inner.store.conversation(conversation).await?;
-    let participants = inner.store.participants(conversation).await?;
-    let answering = participants.into_iter().find_map(|p| match &p.agent {
-        Some(spec) if p.kind == ParticipantKind::Agent && p.left_at.is_none() => Some((spec.clone(), p)),
-        _ => None,
-    });
-    let Some((spec, agent)) = answering else {
+    let Some((spec, agent)) = answering_agent(inner.store.participants(conversation).await?) else {
         return Ok(None);
     };
     let after = record.last_seq.saturating_sub(HISTORY_LIMIT);
-    let history = inner.store.messages_after(conversation, after, HISTORY_LIMIT).await?;
+    let mut history = inner.store.messages_after(conversation, after, HISTORY_LIMIT).await?;
     let threshold = answered_through.unwrap_or_else(|| {
         history
             .iter()
@@ -84,12 +89,113 @@ async fn load(
             .find(|m| m.role == MessageRole::Assistant && m.sender == Some(agent.id))
             .map_or(0, |m| m.seq)
     });
-    let awaits_answer = history
+    let mut unanswered =
+        history.iter().filter(|m| m.seq > threshold && m.role == MessageRole::User && m.sender != Some(agent.id));
+    let Some(first) = unanswered.next() else {
+        return Ok(None);
+    };
+    // One at a time: answer the oldest waiting prompt as if the later ones had not arrived yet.
+    let cut = match record.options.queue_mode {
+        QueueMode::OneAtATime => first.seq,
+        QueueMode::All => history.last().map_or(first.seq, |m| m.seq),
+    };
+    // The agent's own messages are all from earlier turns, so they stay even after the cut (a
+    // tool result stored after a queued prompt belongs before it).
+    history.retain(|m| m.seq <= cut || m.sender == Some(agent.id));
+    Ok(Some(Setup { conversation: record, agent, spec, history, cut }))
+}
+
+/// Closes or resumes the turn a crash left open at `start_seq` (its `agent_start`). A turn
+/// whose unanswered tool calls are all replay-safe (or that has none) is resumed: those calls
+/// run again and the turn goes on. Otherwise each unanswered call gets an `interrupted` result
+/// (it may have had side effects, so it is never run twice silently) and the turn ends with
+/// `error: interrupted`. Either way the history is valid for the next request.
+pub(crate) async fn recover(inner: &Inner, conversation: ConversationId, start_seq: u64) -> Result<(), StoreError> {
+    let log = inner.store.events_after(conversation, start_seq.saturating_sub(1), HISTORY_LIMIT).await?;
+    let Some(TurnEvent::AgentStart { turn_id, agent: agent_id }) = log.first().map(|e| e.event.clone()) else {
+        return Ok(());
+    };
+    let (mut request, mut request_open) = (0, false);
+    for envelope in &log {
+        match envelope.event {
+            TurnEvent::TurnStart { request: r, .. } => (request, request_open) = (r, true),
+            TurnEvent::TurnEnd { .. } => request_open = false,
+            _ => {}
+        }
+    }
+    let record = inner.store.conversation(conversation).await?;
+    let participants = inner.store.participants(conversation).await?;
+    let Some(agent) = participants.into_iter().find(|p| p.id == agent_id) else { return Ok(()) };
+    let spec = agent.agent.clone().unwrap_or(AgentSpec {
+        provider: String::new(),
+        model: String::new(),
+        system_prompt: None,
+        tools: Vec::new(),
+    });
+    let after = record.last_seq.saturating_sub(HISTORY_LIMIT);
+    let history = inner.store.messages_after(conversation, after, HISTORY_LIMIT).await?;
+    let pending = unanswered_calls(&history, turn_id);
+    let resumable =
+        !spec.provider.is_empty() && pending.iter().all(|call| inner.tools.registry().is_replay_safe(&call.name));
+    tracing::warn!(%conversation, %turn_id, pending = pending.len(), resumable, "recovering a turn left open by a crash");
+    let setup = Setup { conversation: record, agent, spec, history, cut: start_seq };
+    let mut turn =
+        Turn { inner, conversation, turn_id, setup, cancel: CancellationToken::new(), usage: Usage::default() };
+    let stop = if resumable {
+        let offered = turn.offered_tools();
+        match turn.run_tools(pending, &offered).await {
+            Some(stop) => stop,
+            None => {
+                if request_open {
+                    turn.emit(TurnEvent::TurnEnd { turn_id, request }).await?;
+                }
+                turn.requests(request + 1).await
+            }
+        }
+    } else {
+        let reason = "interrupted: the server stopped before this call finished; it was not run again because it \
+                      may have side effects";
+        if let Some(stop) = turn.refuse_calls(pending, reason).await {
+            stop
+        } else {
+            if request_open {
+                turn.emit(TurnEvent::TurnEnd { turn_id, request }).await?;
+            }
+            StopReason::Error {
+                error: TurnError {
+                    kind: TurnErrorKind::Interrupted,
+                    message: "the server stopped during this turn; its unfinished tool calls were closed, send the \
+                              prompt again to continue"
+                        .to_owned(),
+                },
+            }
+        }
+    };
+    turn.end(stop).await;
+    Ok(())
+}
+
+/// The turn's tool calls that have no result in `history`, in call order.
+fn unanswered_calls(history: &[Message], turn_id: TurnId) -> Vec<ToolCallRequest> {
+    let answered: Vec<&ToolCallId> = history
         .iter()
-        .rev()
-        .take_while(|m| m.seq > threshold)
-        .any(|m| m.role == MessageRole::User && m.sender != Some(agent.id));
-    Ok(awaits_answer.then_some(Setup { conversation: record, agent, spec, history }))
+        .flat_map(|m| &m.content)
+        .filter_map(|part| match part {
+            ContentPart::ToolResult { tool_call_id, .. } => Some(tool_call_id),
+            _ => None,
+        })
+        .collect();
+    history
+        .iter()
+        .filter(|m| m.turn_id == Some(turn_id) && m.role == MessageRole::Assistant)
+        .flat_map(|m| m.tool_calls())
+        .filter(|(id, _, _)| !answered.contains(id))
+        .map(|(id, name, arguments)| ToolCallRequest {
+            id: id.clone(),
+            name: name.to_owned(),
+            arguments: arguments.clone(),
+        })
+        .collect()
 }
 
 fn store_failure(error: &StoreError) -> StopReason {
@@ -117,8 +223,6 @@ struct Turn<'a> {
     setup: Setup,
     cancel: CancellationToken,
     usage: Usage,
-    /// The newest seq of history included in a request so far.
-    answered_through: Option<u64>,
 }
 
 impl Turn<'_> {
@@ -126,8 +230,45 @@ impl Turn<'_> {
         self.inner.emit(self.conversation, event).await.map(|_| ())
     }
 
-    /// LLM requests and tool rounds until a stop reason.
-    async fn requests(&mut self) -> StopReason {
+    /// Records `agent_end`.
+    async fn end(self, stop: StopReason) {
+        let (conversation, turn_id) = (self.conversation, self.turn_id);
+        if let Err(error) = self.emit(TurnEvent::AgentEnd { turn_id, stop, usage: self.usage }).await {
+            tracing::error!(%conversation, %turn_id, %error, "could not record the end of a turn");
+        }
+    }
+
+    /// The tools this request offers: none for `tool_choice: none`, the one named by
+    /// `{function: name}` (if the agent has it), else all of the agent's tools.
+    fn offered_tools(&self) -> Vec<String> {
+        match &self.setup.conversation.options.tool_choice {
+            ToolChoice::None => Vec::new(),
+            ToolChoice::Function(name) => self.setup.spec.tools.iter().filter(|t| *t == name).cloned().collect(),
+            ToolChoice::Auto | ToolChoice::Required => self.setup.spec.tools.clone(),
+        }
+    }
+
+    /// The budget the next request would exceed, if any. Checked before every request, so a
+    /// limit is overshot by at most the one request that crossed it.
+    fn budget_exceeded(&self, request: &LlmRequest) -> Option<StopReason> {
+        let options = &self.setup.conversation.options;
+        if let Some(limit) = options.cost_limit {
+            let spent = self.setup.conversation.totals.cost_usd + self.usage.cost_usd.unwrap_or(0.0);
+            if spent >= limit {
+                return Some(StopReason::BudgetExceeded { limit: BudgetLimit::Cost });
+            }
+        }
+        // An empty window means not even the newest prompt fits.
+        if let Some(limit) = options.context_limit
+            && (request.messages.is_empty() || estimate_request_tokens(request) > u64::from(limit))
+        {
+            return Some(StopReason::BudgetExceeded { limit: BudgetLimit::Context });
+        }
+        None
+    }
+
+    /// LLM requests and tool rounds from request number `first` until a stop reason.
+    async fn requests(&mut self, first: u32) -> StopReason {
         let spec = self.setup.spec.clone();
         let Some(provider) = self.inner.providers.get(&spec.provider).map(Arc::clone) else {
             return StopReason::Error {
@@ -143,31 +284,44 @@ impl Turn<'_> {
             };
         };
         let options = self.setup.conversation.options.clone();
-        for request in 1u32.. {
+        let offered = self.offered_tools();
+        for request in first.. {
             if request > options.max_turn_requests {
                 return StopReason::MaxTurnRequests;
             }
             if self.cancel.is_cancelled() {
                 return StopReason::Cancelled;
             }
-            if let Err(error) = self.emit(TurnEvent::TurnStart { turn_id: self.turn_id, request }).await {
-                return store_failure(&error);
-            }
-            self.answered_through = self.setup.history.last().map(|m| m.seq).or(self.answered_through);
+            let model = options.model.clone().unwrap_or_else(|| spec.model.clone());
+            let transform = TransformContext {
+                model: &model,
+                system_prompt: spec.system_prompt.as_deref(),
+                context_limit: options.context_limit,
+            };
+            let messages = self
+                .inner
+                .transformer
+                .transform(request_messages(&self.setup.history, self.setup.agent.id), &transform);
             let llm_request = LlmRequest {
-                model: options.model.clone().unwrap_or_else(|| spec.model.clone()),
+                model,
                 system_prompt: spec.system_prompt.clone(),
-                messages: request_messages(&self.setup.history, self.setup.agent.id),
-                tools: self.inner.tools.registry().specs(&spec.tools),
+                messages,
+                tools: self.inner.tools.registry().specs(&offered),
                 tool_choice: options.tool_choice.clone(),
                 temperature: options.temperature,
                 max_tokens: options.max_tokens,
             };
+            if let Some(stop) = self.budget_exceeded(&llm_request) {
+                return stop;
+            }
+            if let Err(error) = self.emit(TurnEvent::TurnStart { turn_id: self.turn_id, request }).await {
+                return store_failure(&error);
+            }
             let (message, finish) = match self.stream_reply(provider.as_ref(), llm_request).await {
                 Reply::Complete { message, finish } => (message, finish),
                 Reply::Stopped(stop) => return stop,
             };
-            let calls: Vec<ToolCallRequest> = message
+            let mut calls: Vec<ToolCallRequest> = message
                 .tool_calls()
                 .map(|(id, name, arguments)| ToolCallRequest {
                     id: id.clone(),
@@ -188,7 +342,16 @@ impl Turn<'_> {
                 Some(_) => {
                     self.refuse_calls(calls, "not executed: the reply was cut off before the call was complete").await
                 }
-                None => self.run_tools(calls, &spec.tools, &options).await,
+                None => {
+                    let limit = options.max_tool_calls.map_or(usize::MAX, |n| n as usize);
+                    let extra = calls.split_off(limit.min(calls.len()));
+                    let reason = format!(
+                        "not executed: limit of {limit} tool calls per reply (max_tool_calls); call fewer tools at once"
+                    );
+                    let run = self.run_tools(calls, &offered).await;
+                    let refused = self.refuse_calls(extra, &reason).await;
+                    run.or(refused)
+                }
             };
             if let Err(error) = self.emit(TurnEvent::TurnEnd { turn_id: self.turn_id, request }).await {
                 return store_failure(&error);
@@ -272,13 +435,8 @@ impl Turn<'_> {
 
     /// Runs the calls and stores each result as it arrives; returns a stop reason if the turn
     /// must end (cancelled, or the store failed).
-    async fn run_tools(
-        &mut self,
-        calls: Vec<ToolCallRequest>,
-        offered: &[String],
-        options: &colloquy_core_model::Options,
-    ) -> Option<StopReason> {
-        let offered: &[String] = if options.tool_choice == ToolChoice::None { &[] } else { offered };
+    async fn run_tools(&mut self, calls: Vec<ToolCallRequest>, offered: &[String]) -> Option<StopReason> {
+        let options = &self.setup.conversation.options;
         let ctx = ToolContext {
             conversation_id: self.conversation,
             caller: self.setup.agent.id,

@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use colloquy_core_model::Usage;
+use futures::StreamExt;
 
 use crate::{FinishReason, LlmProvider, LlmRequest, ProviderError, ProviderEvent, ProviderStream};
 
@@ -14,6 +15,9 @@ pub enum ScriptStep {
     Reply(Vec<ProviderEvent>),
     /// Stream these events, then fail.
     ReplyThenFail(Vec<ProviderEvent>, ProviderError),
+    /// Stream these events, then never finish (a provider that hangs; for cancellation and
+    /// crash tests).
+    Stall(Vec<ProviderEvent>),
 }
 
 impl ScriptStep {
@@ -109,12 +113,15 @@ impl LlmProvider for ScriptedProvider {
             }
             script.steps.pop_front()
         };
+        if let Some(ScriptStep::Stall(events)) = step {
+            return Box::pin(futures::stream::iter(events.into_iter().map(Ok)).chain(futures::stream::pending()));
+        }
         let items: Vec<Result<ProviderEvent, ProviderError>> = match step {
             Some(ScriptStep::Reply(events)) => events.into_iter().map(Ok).collect(),
             Some(ScriptStep::ReplyThenFail(events, error)) => {
                 events.into_iter().map(Ok).chain(std::iter::once(Err(error))).collect()
             }
-            None => vec![Err(ProviderError::InvalidRequest {
+            Some(ScriptStep::Stall(_)) | None => vec![Err(ProviderError::InvalidRequest {
                 message: "the scripted provider's script is used up: add a step for every LLM request the test makes"
                     .to_owned(),
             })],

@@ -132,6 +132,10 @@ pub trait ConversationStore: Send + Sync + 'static {
         limit: u64,
     ) -> Result<Vec<Message>, StoreError>;
 
+    /// Prompt turns a crash left open: each conversation whose newest `agent_start` has no
+    /// `agent_end` after it, with that `agent_start`'s seq. Read once at start, for recovery.
+    async fn unfinished_turns(&self) -> Result<Vec<(ConversationId, u64)>, StoreError>;
+
     /// Durable events with `seq > after_seq`, in seq order, at most `limit`.
     async fn events_after(
         &self,

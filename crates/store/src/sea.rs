@@ -7,6 +7,7 @@ mod conversations;
 mod events;
 mod messages;
 mod participants;
+mod recovery;
 
 use std::fmt::Display;
 use std::time::Duration;
@@ -379,6 +380,10 @@ impl ConversationStore for SeaStore {
             .into_iter()
             .map(messages::Model::into_domain)
             .collect()
+    }
+
+    async fn unfinished_turns(&self) -> Result<Vec<(ConversationId, u64)>, StoreError> {
+        recovery::unfinished_turns(&self.db).await
     }
 
     async fn events_after(

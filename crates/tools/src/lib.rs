@@ -55,6 +55,13 @@ pub trait Tool: Send + Sync + 'static {
     /// JSON Schema of its arguments object.
     fn parameters(&self) -> serde_json::Value;
 
+    /// Whether running the same call again after a crash is harmless (no side effects, or
+    /// idempotent ones). Crash recovery re-runs only such calls; others are closed with an
+    /// `interrupted` result instead. Default: `false`.
+    fn replay_safe(&self) -> bool {
+        false
+    }
+
     /// Runs one call with arguments that already passed the schema. The returned JSON is shown to
     /// the model (strings as they are, anything else as JSON text).
     async fn execute(&self, arguments: serde_json::Value, ctx: &ToolContext) -> Result<serde_json::Value, ToolError>;

@@ -101,6 +101,11 @@ impl ToolRegistry {
         names.into_iter().filter_map(|name| self.tools.get(name).map(|t| t.spec.clone())).collect()
     }
 
+    /// Whether the named tool is registered and may be re-run after a crash.
+    pub fn is_replay_safe(&self, name: &str) -> bool {
+        self.tools.get(name).is_some_and(|t| t.tool.replay_safe())
+    }
+
     pub(crate) fn get(&self, name: &str) -> Option<&RegisteredTool> {
         self.tools.get(name)
     }

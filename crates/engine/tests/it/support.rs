@@ -41,13 +41,27 @@ pub struct Fixture {
 
 impl Fixture {
     pub async fn new(script: Vec<ScriptStep>, options: Options) -> anyhow::Result<Self> {
-        let store = SeaStore::connect("sqlite::memory:", StoreOptions::default()).await?;
+        Self::open("sqlite::memory:", script, options, None).await
+    }
+
+    /// An engine over the database at `url`; with `existing`, on that conversation instead of a
+    /// new one (a restart after a crash).
+    pub async fn open(
+        url: &str,
+        script: Vec<ScriptStep>,
+        options: Options,
+        existing: Option<ConversationId>,
+    ) -> anyhow::Result<Self> {
+        let store = SeaStore::connect(url, StoreOptions::default()).await?;
         let provider = ScriptedProvider::new(script);
         let mut providers = ProviderRegistry::new();
         providers.insert("scripted".to_owned(), Arc::new(provider.clone()));
         let mut tools = ToolRegistry::with_builtins();
         tools.register(WaitForCancel)?;
         let engine = Engine::new(Arc::new(store), providers, ToolExecutor::new(Arc::new(tools)));
+        if let Some(conversation) = existing {
+            return Ok(Self { engine, provider, conversation });
+        }
         let conversation = ConversationId::new();
         let participant = |kind, name: &str, agent| NewParticipant {
             id: ParticipantId::new(),
@@ -84,8 +98,7 @@ impl Fixture {
     }
 
     pub async fn prompt(&self, text: &str) -> anyhow::Result<()> {
-        let post = PostMessage { sender: None, content: vec![ContentPart::text(text)], client_msg_id: None };
-        self.engine.post_message(self.conversation, post).await?;
+        self.engine.post_message(self.conversation, PostMessage::text(text)).await?;
         Ok(())
     }
 

@@ -5,7 +5,7 @@ use colloquy_llm_providers::{FinishReason, ProviderError, ProviderEvent, ScriptS
 
 use crate::support::{Fixture, assert_every_call_has_one_result, kinds, until_agent_end};
 
-fn stop_of(events: &[colloquy_core_model::EventEnvelope]) -> Option<StopReason> {
+pub fn stop_of(events: &[colloquy_core_model::EventEnvelope]) -> Option<StopReason> {
     events.iter().rev().find_map(|e| match &e.event {
         TurnEvent::AgentEnd { stop, .. } => Some(stop.clone()),
         _ => None,

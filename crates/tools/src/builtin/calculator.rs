@@ -36,6 +36,10 @@ impl Tool for Calculator {
         })
     }
 
+    fn replay_safe(&self) -> bool {
+        true
+    }
+
     async fn execute(&self, arguments: serde_json::Value, _ctx: &ToolContext) -> Result<serde_json::Value, ToolError> {
         let expression = arguments.get("expression").and_then(serde_json::Value::as_str).unwrap_or_default();
         let value = exmex::eval_str::<f64>(expression).map_err(|e| {

@@ -1,0 +1,3 @@
+//! Tests of the `colloquy` binary as a process: what only a real process shows.
+
+mod crash;
