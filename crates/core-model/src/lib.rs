@@ -15,7 +15,7 @@ pub use conversation::{Conversation, ConversationKind, ConversationStatus, ForkP
 pub use event::{BudgetLimit, EventEnvelope, MessageDelta, StopReason, TurnError, TurnErrorKind, TurnEvent};
 pub use ids::{ConversationId, MessageId, ParseIdError, ParticipantId, ToolCallId, TurnId};
 pub use message::{ContentPart, MediaSource, Message, MessageRole, NewMessage, ToolSpec, Usage};
-pub use options::{Options, QueueMode, ToolChoice};
+pub use options::{Options, QueueMode, ResponderPolicy, ToolChoice};
 pub use participant::{AgentSpec, Participant, ParticipantKind, ParticipantRole};
 
 /// Wall-clock timestamps are UTC everywhere in Colloquy.

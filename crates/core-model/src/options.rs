@@ -34,6 +34,14 @@ pub struct Options {
     pub context_limit: Option<u32>,
     /// What happens to prompts that arrive while a turn runs.
     pub queue_mode: QueueMode,
+    /// Which agents answer a message in a `multi_party` conversation.
+    pub responder_policy: ResponderPolicy,
+    /// Agent replies in a row (without a human or service message between them) after which
+    /// agents stop answering each other, in `agent_agent` and `multi_party` conversations.
+    pub max_exchanges: u32,
+    /// An agent reply containing this text ends an agent-to-agent exchange.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_marker: Option<String>,
     /// Free-form JSON handed to every tool call (user, tenant, permissions, ...).
     pub context: serde_json::Value,
 }
@@ -45,6 +53,8 @@ impl Options {
     pub const DEFAULT_TOOL_TIMEOUT_MS: u64 = 30_000;
     /// Default for [`Options::tool_concurrency`]: 4, as in the seeds.
     pub const DEFAULT_TOOL_CONCURRENCY: usize = 4;
+    /// Default for [`Options::max_exchanges`].
+    pub const DEFAULT_MAX_EXCHANGES: u32 = 10;
 }
 
 impl Default for Options {
@@ -61,6 +71,9 @@ impl Default for Options {
             cost_limit: None,
             context_limit: None,
             queue_mode: QueueMode::OneAtATime,
+            responder_policy: ResponderPolicy::Mention,
+            max_exchanges: Self::DEFAULT_MAX_EXCHANGES,
+            stop_marker: None,
             context: serde_json::Value::Null,
         }
     }
@@ -90,4 +103,19 @@ pub enum QueueMode {
     OneAtATime,
     /// All queued prompts are answered together in the next turn.
     All,
+}
+
+/// Who answers a message in a `multi_party` conversation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponderPolicy {
+    /// Agents answer when @named (by display name), also by another agent.
+    #[default]
+    Mention,
+    /// One agent answers each human message, taking turns in join order.
+    RoundRobin,
+    /// Every agent answers each human message, in join order.
+    All,
+    /// An LLM (the first agent's model) picks who speaks next, after humans and agents alike.
+    Selector,
 }

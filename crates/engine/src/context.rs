@@ -135,7 +135,13 @@ fn cl100k() -> Option<&'static tiktoken_rs::CoreBPE> {
 /// - each tool result is moved right after the assistant message that made the call, and
 ///   anything posted in between (a human typing while tools run) follows the results, because
 ///   providers reject a history where other messages separate a call from its result.
-pub(crate) fn request_messages(history: &[Message], agent: ParticipantId) -> Vec<RequestMessage> {
+/// - with `names` (conversations with more than two sides), everyone else's messages are
+///   prefixed with the sender's name, `[ada]: `, so the agent can tell speakers apart.
+pub(crate) fn request_messages(
+    history: &[Message],
+    agent: ParticipantId,
+    names: Option<&HashMap<ParticipantId, String>>,
+) -> Vec<RequestMessage> {
     let mut calls_by_id: HashMap<&str, usize> = HashMap::new();
     let mut out: Vec<RequestMessage> = Vec::with_capacity(history.len());
     // Index in `out` of the assistant message whose results are still arriving, and where the
@@ -148,6 +154,10 @@ pub(crate) fn request_messages(history: &[Message], agent: ParticipantId) -> Vec
         match message.role {
             MessageRole::System | MessageRole::Custom => {}
             MessageRole::Assistant if message.sender == Some(agent) => {
+                // A reply interrupted before its first word says nothing a provider would accept.
+                if content.is_empty() {
+                    continue;
+                }
                 let position = out.len();
                 let mut has_calls = false;
                 for (id, _, _) in message.tool_calls() {
@@ -176,8 +186,20 @@ pub(crate) fn request_messages(history: &[Message], agent: ParticipantId) -> Vec
                 }
             }
             MessageRole::User | MessageRole::Assistant => {
+                // Another agent's tool calls are its own business; its words are what it said.
+                let mut content: Vec<ContentPart> =
+                    content.into_iter().filter(|p| !matches!(p, ContentPart::ToolCall { .. })).collect();
                 if content.is_empty() {
                     continue;
+                }
+                if let Some(name) = names.and_then(|names| message.sender.and_then(|id| names.get(&id))) {
+                    match content.iter_mut().find_map(|p| match p {
+                        ContentPart::Text { text } => Some(text),
+                        _ => None,
+                    }) {
+                        Some(text) => text.insert_str(0, &format!("[{name}]: ")),
+                        None => content.insert(0, ContentPart::text(format!("[{name}]:"))),
+                    }
                 }
                 out.push(RequestMessage { role: MessageRole::User, content });
             }
@@ -265,7 +287,7 @@ mod tests {
             stored(MessageRole::Tool, Some(agent), vec![result("a")], 5),
             stored(MessageRole::Custom, Some(human), vec![ContentPart::Custom { value: serde_json::json!(1) }], 6),
         ];
-        let roles: Vec<MessageRole> = request_messages(&history, agent).iter().map(|m| m.role).collect();
+        let roles: Vec<MessageRole> = request_messages(&history, agent, None).iter().map(|m| m.role).collect();
         assert_eq!(
             roles,
             vec![MessageRole::User, MessageRole::Assistant, MessageRole::Tool, MessageRole::Tool, MessageRole::User]

@@ -11,6 +11,7 @@ mod context;
 mod engine;
 mod error;
 mod fanout;
+mod responders;
 mod turn;
 
 pub use context::{ContextWindow, MessageTransformer, TransformContext, count_tokens};

@@ -1,12 +1,13 @@
 //! One prompt turn: from `agent_start` to `agent_end`; and closing or resuming a turn that a
 //! crash left open.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use colloquy_core_model::{
     AgentSpec, BudgetLimit, ContentPart, Conversation, ConversationId, Message, MessageDelta, MessageRole, NewMessage,
-    Participant, ParticipantKind, QueueMode, StopReason, ToolCallId, ToolChoice, TurnError, TurnErrorKind, TurnEvent,
+    Participant, ParticipantId, QueueMode, StopReason, ToolCallId, ToolChoice, TurnError, TurnErrorKind, TurnEvent,
     TurnId, Usage,
 };
 use colloquy_llm_providers::{
@@ -19,90 +20,60 @@ use tokio_util::sync::CancellationToken;
 
 use crate::context::{TransformContext, estimate_request_tokens, request_messages};
 use crate::engine::Inner;
+use crate::responders::{self, HISTORY_LIMIT};
 
-/// Messages read for one turn; the context window decides how many of them are sent.
-const HISTORY_LIMIT: u64 = 10_000;
-
-/// Runs one turn of the conversation's agent if a message awaits an answer: one posted after
-/// `answered_through` (the newest seq of posted history an earlier turn answered) or, for the
-/// first turn of a runner, after the agent's last reply. Never fails: whatever goes wrong ends
-/// the turn with a stop reason. Returns the newest seq of posted history this turn answered, or
-/// `None` when there was nothing to answer.
+/// Answers the next message that awaits an answer (see [`crate::responders`]): one turn per
+/// responding agent, in order. Never fails: whatever goes wrong ends a turn with a stop reason.
+/// Returns the newest seq of posted history now answered, or `None` when nothing awaited one.
 pub(crate) async fn run(
     inner: &Inner,
     conversation: ConversationId,
     answered_through: Option<u64>,
     cancel: CancellationToken,
 ) -> Option<u64> {
-    let setup = match load(inner, conversation, answered_through).await {
-        Ok(Some(setup)) => setup,
+    let plan = match responders::plan(inner, conversation, answered_through).await {
+        Ok(Some(plan)) => plan,
         Ok(None) => return None,
         Err(error) => {
             tracing::error!(%conversation, %error, "could not load the conversation for a turn");
             return None;
         }
     };
-    let answered = Some(setup.cut);
-    let mut turn = Turn { inner, conversation, turn_id: TurnId::new(), setup, cancel, usage: Usage::default() };
-    let stop = match turn.emit(TurnEvent::AgentStart { turn_id: turn.turn_id, agent: turn.setup.agent.id }).await {
-        Ok(()) => turn.requests(1).await,
-        Err(error) => store_failure(&error),
+    // One at a time: answer the oldest waiting message as if the later ones had not arrived yet.
+    let cut = match plan.conversation.options.queue_mode {
+        QueueMode::OneAtATime => plan.trigger,
+        QueueMode::All => plan.history.last().map_or(plan.trigger, |m| m.seq),
     };
-    turn.end(stop).await;
-    answered
+    for (agent, spec) in plan.responders {
+        // An agent's own messages are all from earlier turns, so they stay even after the cut
+        // (a tool result stored after a queued prompt belongs before it).
+        let history = plan.history.iter().filter(|m| m.seq <= cut || m.sender == Some(agent.id)).cloned().collect();
+        let setup = Setup { conversation: plan.conversation.clone(), agent, spec, history, names: plan.names.clone() };
+        let mut turn = Turn {
+            inner,
+            conversation,
+            turn_id: TurnId::new(),
+            setup,
+            cancel: cancel.clone(),
+            usage: Usage::default(),
+        };
+        let stop = match turn.emit(TurnEvent::AgentStart { turn_id: turn.turn_id, agent: turn.setup.agent.id }).await {
+            Ok(()) => turn.requests(1).await,
+            Err(error) => store_failure(&error),
+        };
+        turn.end(stop).await;
+    }
+    Some(cut)
 }
 
 struct Setup {
     conversation: Conversation,
     agent: Participant,
     spec: AgentSpec,
-    /// What the agent is answering: stored messages up to `cut`, then the turn's own.
+    /// What the agent is answering: stored messages up to the cut, then the turn's own.
     history: Vec<Message>,
-    /// The newest posted message this turn answers; later ones wait for the next turn.
-    cut: u64,
-}
-
-/// The conversation's answering agent and its spec.
-fn answering_agent(participants: Vec<Participant>) -> Option<(AgentSpec, Participant)> {
-    participants.into_iter().find_map(|p| match &p.agent {
-        Some(spec) if p.kind == ParticipantKind::Agent && p.left_at.is_none() => Some((spec.clone(), p)),
-        _ => None,
-    })
-}
-
-/// Reads what a turn needs, or `None` when there is nothing to answer.
-async fn load(
-    inner: &Inner,
-    conversation: ConversationId,
-    answered_through: Option<u64>,
-) -> Result<Option<Setup>, StoreError> {
-    let record = inner.store.conversation(conversation).await?;
-    let Some((spec, agent)) = answering_agent(inner.store.participants(conversation).await?) else {
-        return Ok(None);
-    };
-    let after = record.last_seq.saturating_sub(HISTORY_LIMIT);
-    let mut history = inner.store.messages_after(conversation, after, HISTORY_LIMIT).await?;
-    let threshold = answered_through.unwrap_or_else(|| {
-        history
-            .iter()
-            .rev()
-            .find(|m| m.role == MessageRole::Assistant && m.sender == Some(agent.id))
-            .map_or(0, |m| m.seq)
-    });
-    let mut unanswered =
-        history.iter().filter(|m| m.seq > threshold && m.role == MessageRole::User && m.sender != Some(agent.id));
-    let Some(first) = unanswered.next() else {
-        return Ok(None);
-    };
-    // One at a time: answer the oldest waiting prompt as if the later ones had not arrived yet.
-    let cut = match record.options.queue_mode {
-        QueueMode::OneAtATime => first.seq,
-        QueueMode::All => history.last().map_or(first.seq, |m| m.seq),
-    };
-    // The agent's own messages are all from earlier turns, so they stay even after the cut (a
-    // tool result stored after a queued prompt belongs before it).
-    history.retain(|m| m.seq <= cut || m.sender == Some(agent.id));
-    Ok(Some(Setup { conversation: record, agent, spec, history, cut }))
+    /// Display names, to prefix other speakers' messages (not in `user_agent` conversations).
+    names: Option<Arc<HashMap<ParticipantId, String>>>,
 }
 
 /// Closes or resumes the turn a crash left open at `start_seq` (its `agent_start`). A turn
@@ -125,6 +96,7 @@ pub(crate) async fn recover(inner: &Inner, conversation: ConversationId, start_s
     }
     let record = inner.store.conversation(conversation).await?;
     let participants = inner.store.participants(conversation).await?;
+    let names = responders::names(record.kind, &participants);
     let Some(agent) = participants.into_iter().find(|p| p.id == agent_id) else { return Ok(()) };
     let spec = agent.agent.clone().unwrap_or(AgentSpec {
         provider: String::new(),
@@ -138,7 +110,7 @@ pub(crate) async fn recover(inner: &Inner, conversation: ConversationId, start_s
     let resumable =
         !spec.provider.is_empty() && pending.iter().all(|call| inner.tools.registry().is_replay_safe(&call.name));
     tracing::warn!(%conversation, %turn_id, pending = pending.len(), resumable, "recovering a turn left open by a crash");
-    let setup = Setup { conversation: record, agent, spec, history, cut: start_seq };
+    let setup = Setup { conversation: record, agent, spec, history, names };
     let mut turn =
         Turn { inner, conversation, turn_id, setup, cancel: CancellationToken::new(), usage: Usage::default() };
     let stop = if resumable {
@@ -298,10 +270,10 @@ impl Turn<'_> {
                 system_prompt: spec.system_prompt.as_deref(),
                 context_limit: options.context_limit,
             };
-            let messages = self
-                .inner
-                .transformer
-                .transform(request_messages(&self.setup.history, self.setup.agent.id), &transform);
+            let messages = self.inner.transformer.transform(
+                request_messages(&self.setup.history, self.setup.agent.id, self.setup.names.as_deref()),
+                &transform,
+            );
             let llm_request = LlmRequest {
                 model,
                 system_prompt: spec.system_prompt.clone(),
@@ -319,7 +291,13 @@ impl Turn<'_> {
             }
             let (message, finish) = match self.stream_reply(provider.as_ref(), llm_request).await {
                 Reply::Complete { message, finish } => (message, finish),
-                Reply::Stopped(stop) => return stop,
+                Reply::Stopped(stop) => {
+                    // Keep events nested: this request's turn_start gets its turn_end.
+                    return match self.emit(TurnEvent::TurnEnd { turn_id: self.turn_id, request }).await {
+                        Ok(()) => stop,
+                        Err(error) => store_failure(&error),
+                    };
+                }
             };
             let mut calls: Vec<ToolCallRequest> = message
                 .tool_calls()

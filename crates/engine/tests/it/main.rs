@@ -1,7 +1,9 @@
 //! The engine's turn loop against the scripted provider and a real SQLite store.
 
 mod limits;
+mod policies;
 mod queueing;
 mod recovery;
+mod stop_reasons;
 mod support;
 mod turns;

@@ -37,11 +37,74 @@ pub struct Fixture {
     pub engine: Engine,
     pub provider: ScriptedProvider,
     pub conversation: ConversationId,
+    /// Participant ids by display name.
+    pub people: std::collections::HashMap<String, ParticipantId>,
 }
 
 impl Fixture {
     pub async fn new(script: Vec<ScriptStep>, options: Options) -> anyhow::Result<Self> {
         Self::open("sqlite::memory:", script, options, None).await
+    }
+
+    /// A conversation of `kind` with these humans and agents (all agents on the one script).
+    pub async fn party(
+        kind: ConversationKind,
+        options: Options,
+        humans: &[&str],
+        agents: &[&str],
+        script: Vec<ScriptStep>,
+    ) -> anyhow::Result<Self> {
+        let mut fixture = Self::open("sqlite::memory:", script, options.clone(), Some(ConversationId::new())).await?;
+        let spec = AgentSpec {
+            provider: "scripted".into(),
+            model: "scripted-model".into(),
+            system_prompt: None,
+            tools: vec!["calculator".into()],
+        };
+        let mut participants = Vec::new();
+        for (name, agent) in humans.iter().map(|n| (n, None)).chain(agents.iter().map(|n| (n, Some(spec.clone())))) {
+            let id = ParticipantId::new();
+            fixture.people.insert((*name).to_owned(), id);
+            let kind = if agent.is_some() { ParticipantKind::Agent } else { ParticipantKind::User };
+            participants.push(NewParticipant {
+                id,
+                kind,
+                display_name: (*name).to_owned(),
+                role: ParticipantRole::Member,
+                agent,
+            });
+        }
+        fixture
+            .engine
+            .store()
+            .create_conversation(NewConversation {
+                id: fixture.conversation,
+                kind,
+                title: None,
+                tags: Vec::new(),
+                options,
+                participants,
+            })
+            .await?;
+        Ok(fixture)
+    }
+
+    /// Posts `text` as the named participant and waits until every answer is done.
+    pub async fn say(&self, who: &str, text: &str) -> anyhow::Result<()> {
+        let post = PostMessage { sender: self.people.get(who).copied(), ..PostMessage::text(text) };
+        self.engine.post_message(self.conversation, post).await?;
+        self.engine.wait_for_idle(self.conversation).await;
+        Ok(())
+    }
+
+    /// The durable log as one line per event: who did what, for snapshots.
+    pub async fn transcript(&self) -> anyhow::Result<String> {
+        let names: std::collections::HashMap<ParticipantId, String> =
+            self.people.iter().map(|(n, id)| (*id, n.clone())).collect();
+        let name =
+            |id: &Option<ParticipantId>| id.and_then(|id| names.get(&id).cloned()).unwrap_or_else(|| "?".to_owned());
+        let events = self.engine.store().events_after(self.conversation, 0, 10_000).await?;
+        Ok(events.iter().map(|e| transcript_line(&e.event, &name)).collect::<Vec<_>>().join("\n"))
     }
 
     /// An engine over the database at `url`; with `existing`, on that conversation instead of a
@@ -60,15 +123,14 @@ impl Fixture {
         tools.register(WaitForCancel)?;
         let engine = Engine::new(Arc::new(store), providers, ToolExecutor::new(Arc::new(tools)));
         if let Some(conversation) = existing {
-            return Ok(Self { engine, provider, conversation });
+            return Ok(Self { engine, provider, conversation, people: std::collections::HashMap::new() });
         }
         let conversation = ConversationId::new();
-        let participant = |kind, name: &str, agent| NewParticipant {
-            id: ParticipantId::new(),
-            kind,
-            display_name: name.to_owned(),
-            role: ParticipantRole::Member,
-            agent,
+        let mut people = std::collections::HashMap::new();
+        let mut participant = |kind, name: &str, agent| {
+            let id = ParticipantId::new();
+            people.insert(name.to_owned(), id);
+            NewParticipant { id, kind, display_name: name.to_owned(), role: ParticipantRole::Member, agent }
         };
         let agent = AgentSpec {
             provider: "scripted".into(),
@@ -90,7 +152,7 @@ impl Fixture {
                 ],
             })
             .await?;
-        Ok(Self { engine, provider, conversation })
+        Ok(Self { engine, provider, conversation, people })
     }
 
     pub async fn subscribe(&self) -> anyhow::Result<Subscription> {
@@ -147,4 +209,36 @@ pub fn assert_every_call_has_one_result(history: &[Message]) {
         }
     }
     assert!(open.is_empty(), "calls without a result: {open:?}");
+}
+
+/// One line for a durable event, with names instead of ids.
+fn transcript_line(event: &TurnEvent, name: &dyn Fn(&Option<ParticipantId>) -> String) -> String {
+    let text = |m: &Message| {
+        m.content
+            .iter()
+            .map(|p| match p {
+                ContentPart::Text { text } => text.clone(),
+                ContentPart::ToolCall { name, arguments, .. } => format!("<call {name} {arguments}>"),
+                ContentPart::ToolResult { content, is_error, .. } => {
+                    format!("<result{} {content}>", if *is_error { " error" } else { "" })
+                }
+                _ => "<part>".to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    match event {
+        TurnEvent::MessagePosted { message } => format!("posted      {}: {}", name(&message.sender), text(message)),
+        TurnEvent::AgentStart { agent, .. } => format!("agent_start {}", name(&Some(*agent))),
+        TurnEvent::TurnStart { request, .. } => format!("  turn_start {request}"),
+        TurnEvent::MessageStart { .. } => "    message_start".to_owned(),
+        TurnEvent::MessageEnd { message, .. } => {
+            format!("    message_end {}: {}", name(&message.sender), text(message))
+        }
+        TurnEvent::ToolExecutionStart { tool_name, .. } => format!("    tool_start {tool_name}"),
+        TurnEvent::ToolExecutionEnd { message, .. } => format!("    tool_end {}", text(message)),
+        TurnEvent::TurnEnd { request, .. } => format!("  turn_end {request}"),
+        TurnEvent::AgentEnd { stop, .. } => format!("agent_end   {}", serde_json::to_string(stop).unwrap_or_default()),
+        other => other.kind().to_owned(),
+    }
 }
