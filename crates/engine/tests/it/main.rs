@@ -2,6 +2,7 @@
 
 mod limits;
 mod policies;
+mod properties;
 mod queueing;
 mod recovery;
 mod stop_reasons;

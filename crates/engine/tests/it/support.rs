@@ -33,6 +33,33 @@ impl Tool for WaitForCancel {
     }
 }
 
+/// Succeeds, fails, panics or outlasts its timeout, as its `mode` argument says.
+pub struct Flaky;
+
+#[async_trait]
+impl Tool for Flaky {
+    fn name(&self) -> &str {
+        "flaky"
+    }
+    fn description(&self) -> &str {
+        "behaves as told"
+    }
+    fn parameters(&self) -> serde_json::Value {
+        json!({"type": "object", "properties": {"mode": {"enum": ["ok", "fail", "slow", "panic"]}}, "required": ["mode"]})
+    }
+    async fn execute(&self, arguments: serde_json::Value, _: &ToolContext) -> Result<serde_json::Value, ToolError> {
+        match arguments["mode"].as_str() {
+            Some("fail") => Err(ToolError::new("failed as asked")),
+            Some("slow") => {
+                tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                Ok(json!("late"))
+            }
+            Some("panic") => panic!("panicked as asked"),
+            _ => Ok(json!("fine")),
+        }
+    }
+}
+
 pub struct Fixture {
     pub engine: Engine,
     pub provider: ScriptedProvider,
@@ -121,6 +148,7 @@ impl Fixture {
         providers.insert("scripted".to_owned(), Arc::new(provider.clone()));
         let mut tools = ToolRegistry::with_builtins();
         tools.register(WaitForCancel)?;
+        tools.register(Flaky)?;
         let engine = Engine::new(Arc::new(store), providers, ToolExecutor::new(Arc::new(tools)));
         if let Some(conversation) = existing {
             return Ok(Self { engine, provider, conversation, people: std::collections::HashMap::new() });
@@ -136,7 +164,7 @@ impl Fixture {
             provider: "scripted".into(),
             model: "scripted-model".into(),
             system_prompt: Some("Be brief.".into()),
-            tools: vec!["calculator".into(), "wait".into()],
+            tools: vec!["calculator".into(), "wait".into(), "flaky".into()],
         };
         engine
             .store()
