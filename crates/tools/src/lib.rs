@@ -1,35 +1,27 @@
 //! Colloquy's tools: the [`Tool`] trait, the [`ToolRegistry`] that validates arguments against
-//! each tool's JSON Schema, the [`ToolExecutor`] that runs calls in parallel with timeouts, and
-//! the built-in tools.
+//! each tool's JSON Schema, the [`ToolExecutor`] that runs calls in parallel with timeouts (and
+//! with authorization, an approval hook, a circuit breaker per tool, progress reports and an
+//! output limit), and the built-in tools.
 //!
 //! Architecture invariant: a tool's failure is data for the model (a [`ToolResult`] with
 //! `is_error`), never an error of the turn, and every call handed to the executor yields exactly
 //! one result. Nothing here knows about storage or providers.
 
+mod approval;
 mod builtin;
+mod circuit;
+mod context;
 mod executor;
 mod registry;
 
 use async_trait::async_trait;
-use colloquy_core_model::{ConversationId, ParticipantId};
-use tokio_util::sync::CancellationToken;
 
-pub use builtin::Calculator;
+pub use approval::{Approval, ApprovalAnswer, ApprovalError, ApprovalHook, Approvals, PendingApproval};
+pub use builtin::{Calculator, Clock, JsonQuery};
+pub use circuit::{CircuitBreakerConfig, CircuitState};
+pub use context::{CallerIdentity, ToolContext};
 pub use executor::{ExecutionEvent, ExecutionStream, ExecutorConfig, ToolCallRequest, ToolExecutor, ToolResult};
 pub use registry::{RegistryError, ToolRegistry};
-
-/// What a tool call knows about where it runs.
-#[derive(Debug, Clone)]
-pub struct ToolContext {
-    /// The conversation the call belongs to.
-    pub conversation_id: ConversationId,
-    /// The agent that made the call.
-    pub caller: ParticipantId,
-    /// The conversation's `options.context` (user, tenant, permissions, ...).
-    pub context: serde_json::Value,
-    /// Cancelled when the turn is cancelled; long-running tools should watch it.
-    pub cancel: CancellationToken,
-}
 
 /// Why a tool call failed, in words for the model.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,6 +46,12 @@ pub trait Tool: Send + Sync + 'static {
 
     /// JSON Schema of its arguments object.
     fn parameters(&self) -> serde_json::Value;
+
+    /// The permission a caller must hold ([`CallerIdentity::permissions`]) to call it; a call
+    /// without it is refused with an error result and never runs. Default: none needed.
+    fn required_permission(&self) -> Option<&str> {
+        None
+    }
 
     /// Whether running the same call again after a crash is harmless (no side effects, or
     /// idempotent ones). Crash recovery re-runs only such calls; others are closed with an

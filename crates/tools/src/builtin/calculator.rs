@@ -57,12 +57,12 @@ mod tests {
     use super::*;
 
     fn ctx() -> ToolContext {
-        ToolContext {
-            conversation_id: colloquy_core_model::ConversationId::new(),
-            caller: colloquy_core_model::ParticipantId::new(),
-            context: serde_json::Value::Null,
-            cancel: tokio_util::sync::CancellationToken::new(),
-        }
+        ToolContext::new(
+            colloquy_core_model::ConversationId::new(),
+            colloquy_core_model::ParticipantId::new(),
+            serde_json::Value::Null,
+            tokio_util::sync::CancellationToken::new(),
+        )
     }
 
     #[tokio::test]

@@ -74,12 +74,7 @@ fn fixture() -> Fixture {
 }
 
 fn ctx() -> ToolContext {
-    ToolContext {
-        conversation_id: ConversationId::new(),
-        caller: ParticipantId::new(),
-        context: serde_json::Value::Null,
-        cancel: CancellationToken::new(),
-    }
+    ToolContext::new(ConversationId::new(), ParticipantId::new(), serde_json::Value::Null, CancellationToken::new())
 }
 
 fn call(id: &str, name: &str, arguments: serde_json::Value) -> ToolCallRequest {
@@ -90,7 +85,7 @@ fn call(id: &str, name: &str, arguments: serde_json::Value) -> ToolCallRequest {
 async fn runs_at_most_the_configured_number_at_once_and_returns_results_in_call_order() {
     let f = fixture();
     let calls: Vec<_> = (0..10).map(|i| call(&format!("c{i}"), "sleep", json!({"ms": 100 - i * 10}))).collect();
-    let config = ExecutorConfig { concurrency: 3, timeout: Duration::from_secs(5) };
+    let config = ExecutorConfig { concurrency: 3, timeout: Duration::from_secs(5), ..ExecutorConfig::default() };
     let results = f.executor.execute(calls, &f.offered, ctx(), config).results_in_order().await;
     assert_eq!(f.peak.load(Ordering::SeqCst), 3);
     let ids: Vec<_> = results.iter().map(|r| r.id.as_str().to_owned()).collect();
@@ -109,7 +104,7 @@ async fn one_failure_never_stops_the_others() {
         call("e", "nope", json!({})),
         call("f", "calculator", json!("{\"expression\": ")),
     ];
-    let config = ExecutorConfig { concurrency: 4, timeout: Duration::from_millis(500) };
+    let config = ExecutorConfig { concurrency: 4, timeout: Duration::from_millis(500), ..ExecutorConfig::default() };
     let results = f.executor.execute(calls, &f.offered, ctx(), config).results_in_order().await;
     let summary: Vec<(bool, &str)> = results.iter().map(|r| (r.is_error, r.content.as_str())).collect();
     assert_eq!(summary[0], (false, r#"{"expression":"6*7","result":42.0}"#));
@@ -166,6 +161,7 @@ async fn cancellation_gives_every_running_call_a_cancelled_result() {
                 }
             }
             ExecutionEvent::Finished { index, result } => finished.push((index, result)),
+            _ => {}
         }
     }
     assert_eq!(finished.len(), 2);

@@ -2,4 +2,10 @@
 
 #![expect(clippy::unwrap_used, reason = "a failed fixture set-up should fail the test loudly")]
 
+mod approval;
+mod authorization;
+mod builtins;
+mod circuit;
 mod executor;
+mod output;
+mod support;
