@@ -1,6 +1,8 @@
 //! The store's errors: what the caller asked for that cannot be, and what broke inside.
 
-use colloquy_core_model::ConversationId;
+use colloquy_core_model::{ConversationId, ConversationStatus, ParticipantId, Timestamp};
+
+use crate::ApiKeyId;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -11,6 +13,74 @@ pub enum StoreError {
     /// The conversation is archived or closed and takes no more messages.
     #[error("conversation {0} is not active (archived or closed): it takes no new messages")]
     ConversationNotActive(ConversationId),
+    /// The caller named a participant that is not in the conversation.
+    #[error("participant {participant} is not part of conversation {conversation}: check the id")]
+    ParticipantNotFound {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The missing participant.
+        participant: colloquy_core_model::ParticipantId,
+    },
+    /// Only agents have a spec to change.
+    #[error("participant {0} is not an agent: only agents have a provider, model, prompt and tools")]
+    NotAnAgent(colloquy_core_model::ParticipantId),
+    /// The participant is already in the conversation.
+    #[error("participant {participant} is already in conversation {conversation}: remove it first to add it again")]
+    ParticipantAlreadyPresent {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The participant.
+        participant: ParticipantId,
+    },
+    /// The conversation cannot go from one status to the other (a closed one stays closed).
+    #[error(
+        "conversation {conversation} cannot go from {from:?} to {to:?}: a closed conversation stays closed (fork it to go on)"
+    )]
+    InvalidStatusChange {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Its status.
+        from: ConversationStatus,
+        /// The status asked for.
+        to: ConversationStatus,
+    },
+    /// A fork point beyond the end of the source conversation.
+    #[error("conversation {conversation} has no seq {seq} (its last is {last_seq}): fork at a seq it has")]
+    SeqOutOfRange {
+        /// The source conversation.
+        conversation: ConversationId,
+        /// The seq asked for.
+        seq: u64,
+        /// The conversation's newest seq.
+        last_seq: u64,
+    },
+    /// A page cursor this store did not make.
+    #[error("invalid cursor `{0}`: pass back the `next` cursor of the previous page unchanged")]
+    InvalidCursor(String),
+    /// Another holder has the conversation's lease.
+    #[error(
+        "conversation {conversation} is leased to `{holder}` until {expires_at}: wait for it to expire or be released"
+    )]
+    LeaseHeld {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Who holds it.
+        holder: String,
+        /// When it runs out unless renewed.
+        expires_at: Timestamp,
+    },
+    /// The fencing token is not the conversation's current lease: another node took it over.
+    #[error("the lease on conversation {0} was lost to another holder: stop writing and acquire it again")]
+    StaleLease(ConversationId),
+    /// No API key has this id.
+    #[error("api key {0} does not exist: list the keys for valid ids")]
+    ApiKeyNotFound(ApiKeyId),
+    /// A new API key's secret is too short to be safe.
+    #[error("api key secret is too short: use at least {min} random characters")]
+    WeakApiKey {
+        /// The shortest secret accepted.
+        min: usize,
+    },
     /// The database URL is not one Colloquy can use.
     #[error("unsupported database url `{0}`: use sqlite://PATH?mode=rwc, sqlite::memory: or postgres://USER@HOST/DB")]
     UnsupportedUrl(String),
@@ -31,6 +101,21 @@ pub enum StoreError {
 impl StoreError {
     /// Whether the caller's request was at fault (as opposed to the database).
     pub const fn is_caller_error(&self) -> bool {
-        matches!(self, Self::ConversationNotFound(_) | Self::ConversationNotActive(_) | Self::UnsupportedUrl(_))
+        matches!(
+            self,
+            Self::ConversationNotFound(_)
+                | Self::ConversationNotActive(_)
+                | Self::ParticipantNotFound { .. }
+                | Self::NotAnAgent(_)
+                | Self::ParticipantAlreadyPresent { .. }
+                | Self::InvalidStatusChange { .. }
+                | Self::SeqOutOfRange { .. }
+                | Self::InvalidCursor(_)
+                | Self::LeaseHeld { .. }
+                | Self::StaleLease(_)
+                | Self::ApiKeyNotFound(_)
+                | Self::WeakApiKey { .. }
+                | Self::UnsupportedUrl(_)
+        )
     }
 }

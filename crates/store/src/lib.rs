@@ -8,17 +8,27 @@
 //! conversation, gap-free and strictly increasing, in the same transaction as the rows it
 //! describes. A message's `seq` is the `seq` of the event that recorded it.
 
+mod api_key;
 mod error;
+mod lease;
+mod query;
 mod sea;
+mod sweeper;
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 use colloquy_core_model::{
-    AgentSpec, Conversation, ConversationId, ConversationKind, EventEnvelope, Message, NewMessage, Options,
-    Participant, ParticipantId, ParticipantKind, ParticipantRole, ToolCallId, TurnEvent, TurnId,
+    AgentSpec, Conversation, ConversationId, ConversationKind, ConversationStatus, EventEnvelope, Message, NewMessage,
+    Options, Participant, ParticipantId, ParticipantKind, ParticipantRole, Timestamp, ToolCallId, TurnEvent, TurnId,
 };
 
+pub use api_key::{ApiKey, ApiKeyId, NewApiKey};
 pub use error::StoreError;
+pub use lease::{FencingToken, Lease};
+pub use query::{ConversationCursor, ConversationFilter, ConversationUpdate, History, MessageCursor, Page};
 pub use sea::{Durability, SeaStore, StoreOptions};
+pub use sweeper::{SweepPolicy, spawn_sweeper};
 
 /// A conversation to create, with its first participants.
 #[derive(Debug, Clone)]
@@ -132,6 +142,14 @@ pub trait ConversationStore: Send + Sync + 'static {
         limit: u64,
     ) -> Result<Vec<Message>, StoreError>;
 
+    /// Replaces how an agent participant answers (provider, model, system prompt, tools).
+    async fn update_agent(
+        &self,
+        conversation: ConversationId,
+        participant: ParticipantId,
+        spec: AgentSpec,
+    ) -> Result<Participant, StoreError>;
+
     /// Prompt turns a crash left open: each conversation whose newest `agent_start` has no
     /// `agent_end` after it, with that `agent_start`'s seq. Read once at start, for recovery.
     async fn unfinished_turns(&self) -> Result<Vec<(ConversationId, u64)>, StoreError>;
@@ -143,4 +161,148 @@ pub trait ConversationStore: Send + Sync + 'static {
         after_seq: u64,
         limit: u64,
     ) -> Result<Vec<EventEnvelope>, StoreError>;
+
+    // ---- Added with the full conversation records (issue 5). ----
+
+    /// Appends several messages, each with the event that records it, in one transaction: they
+    /// get consecutive seqs in the order given, and the totals move once. Entries whose
+    /// `client_msg_id` is already stored (or repeats an earlier entry of the batch) come back as
+    /// duplicates and take no seq. With a `fence`, the batch is refused with
+    /// [`StoreError::StaleLease`] unless the token is the conversation's current lease.
+    async fn append_messages(
+        &self,
+        conversation: ConversationId,
+        batch: Vec<(NewMessage, MessageEvent)>,
+        fence: Option<FencingToken>,
+    ) -> Result<Vec<AppendedMessage>, StoreError>;
+
+    /// [`ConversationStore::append_event`] for the holder of the conversation's lease: refused with
+    /// [`StoreError::StaleLease`] unless `fence` is the current lease's token.
+    async fn append_event_fenced(
+        &self,
+        conversation: ConversationId,
+        event: TurnEvent,
+        fence: FencingToken,
+    ) -> Result<EventEnvelope, StoreError>;
+
+    /// Changes a conversation's title, summary, tags, options, tools, expiry or status. Fields
+    /// that differ from the stored ones are written together with a `conversation_updated`
+    /// event naming them; when nothing differs, nothing is written and the event is `None`.
+    /// A closed conversation cannot become active again ([`StoreError::InvalidStatusChange`]).
+    async fn update_conversation(
+        &self,
+        id: ConversationId,
+        update: ConversationUpdate,
+    ) -> Result<(Conversation, Option<EventEnvelope>), StoreError>;
+
+    /// Archives a conversation: read-only, and never swept.
+    async fn archive_conversation(
+        &self,
+        id: ConversationId,
+    ) -> Result<(Conversation, Option<EventEnvelope>), StoreError> {
+        self.update_conversation(id, ConversationUpdate::status(ConversationStatus::Archived)).await
+    }
+
+    /// Closes a conversation: read-only, for good.
+    async fn close_conversation(
+        &self,
+        id: ConversationId,
+    ) -> Result<(Conversation, Option<EventEnvelope>), StoreError> {
+        self.update_conversation(id, ConversationUpdate::status(ConversationStatus::Closed)).await
+    }
+
+    /// Deletes a conversation with everything in it; [`StoreError::ConversationNotFound`] if
+    /// there is none.
+    async fn delete_conversation(&self, id: ConversationId) -> Result<(), StoreError>;
+
+    /// The names of the tools a conversation offers its agents (empty until set).
+    async fn conversation_tools(&self, id: ConversationId) -> Result<Vec<String>, StoreError>;
+
+    /// Conversations matching `filter`, newest first, `limit` at a time; pass the page's `next`
+    /// as `after` for the following page.
+    async fn list_conversations(
+        &self,
+        filter: ConversationFilter,
+        after: Option<ConversationCursor>,
+        limit: u64,
+    ) -> Result<Page<Conversation, ConversationCursor>, StoreError>;
+
+    /// One page of messages next to the cursor (forwards for `After`, backwards for `Before`),
+    /// always oldest first within the page; `next` continues in the same direction.
+    async fn messages_page(
+        &self,
+        conversation: ConversationId,
+        cursor: MessageCursor,
+        limit: u64,
+    ) -> Result<Page<Message, MessageCursor>, StoreError>;
+
+    /// The newest messages whose stored token sizes add up to at most `budget`, oldest first.
+    /// A message's size is its output tokens for a reply with usage, else an estimate of about
+    /// four bytes of content per token.
+    async fn history_within_tokens(&self, conversation: ConversationId, budget: u64) -> Result<History, StoreError>;
+
+    /// Adds a participant (or brings back one that left) and writes `participant_joined`.
+    async fn add_participant(
+        &self,
+        conversation: ConversationId,
+        participant: NewParticipant,
+    ) -> Result<(Participant, EventEnvelope), StoreError>;
+
+    /// Marks a participant as gone (`left_at`) and writes `participant_left`; the row stays so
+    /// that its messages keep a sender.
+    async fn remove_participant(
+        &self,
+        conversation: ConversationId,
+        participant: ParticipantId,
+    ) -> Result<EventEnvelope, StoreError>;
+
+    /// A new conversation `new_id` holding a copy of `source` up to and including `at_seq`: its
+    /// configuration, participants, messages (new ids) and events, with `forked_from` set.
+    async fn fork_conversation(
+        &self,
+        source: ConversationId,
+        at_seq: u64,
+        new_id: ConversationId,
+    ) -> Result<Conversation, StoreError>;
+
+    /// Messages whose text contains every word of `query`, newest first, only in conversations
+    /// `participant` takes part in (and has not left). FTS5 on SQLite, `tsvector` on Postgres.
+    async fn search_messages(
+        &self,
+        participant: ParticipantId,
+        query: &str,
+        limit: u64,
+    ) -> Result<Vec<Message>, StoreError>;
+
+    /// Deletes every conversation that is not archived and either has had no activity for
+    /// `inactivity` before `now` or whose `expires_at` is past. Returns their ids.
+    async fn sweep_expired(&self, now: Timestamp, inactivity: Duration) -> Result<Vec<ConversationId>, StoreError>;
+
+    /// Takes the conversation's lease for `holder` for `ttl`, with a new fencing token, unless
+    /// another holder has a lease that has not expired ([`StoreError::LeaseHeld`]).
+    async fn acquire_lease(
+        &self,
+        conversation: ConversationId,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Lease, StoreError>;
+
+    /// Extends a lease that is still the current one; [`StoreError::StaleLease`] otherwise.
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Lease, StoreError>;
+
+    /// Gives a lease up; its token stops fencing appends. [`StoreError::StaleLease`] if it was
+    /// no longer the current one.
+    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError>;
+
+    /// Stores an API key (only its SHA-256 hash is kept).
+    async fn create_api_key(&self, key: NewApiKey) -> Result<ApiKey, StoreError>;
+
+    /// The key whose secret is `secret`, unless unknown or revoked.
+    async fn authenticate_api_key(&self, secret: &str) -> Result<Option<ApiKey>, StoreError>;
+
+    /// Revokes a key; [`StoreError::ApiKeyNotFound`] if there is none.
+    async fn revoke_api_key(&self, id: ApiKeyId) -> Result<(), StoreError>;
+
+    /// Every key, revoked ones included, oldest first.
+    async fn api_keys(&self) -> Result<Vec<ApiKey>, StoreError>;
 }

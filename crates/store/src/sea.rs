@@ -1,10 +1,17 @@
 //! [`SeaStore`]: the one SeaORM implementation of [`ConversationStore`], for SQLite and Postgres.
 //!
 //! Both backends run the same statements; the code branches on the backend only to open the pool
-//! (SQLite pragmas, one connection for an in-memory database) and to serialize SQLite's writers.
+//! (SQLite pragmas, one connection for an in-memory database, Postgres `synchronous_commit`), to
+//! serialize SQLite's writers, and for full-text search (FTS5 or `tsvector`, in `history.rs`).
 
+mod agents;
+mod api_keys;
+mod append;
 mod conversations;
 mod events;
+mod history;
+mod leases;
+mod lifecycle;
 mod messages;
 mod participants;
 mod recovery;
@@ -15,8 +22,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::SubsecRound;
 use colloquy_core_model::{
-    Conversation, ConversationId, ConversationStatus, EventEnvelope, Message, NewMessage, Participant, Timestamp,
-    TurnEvent, Usage,
+    Conversation, ConversationId, ConversationStatus, EventEnvelope, Message, NewMessage, Participant, ParticipantId,
+    Timestamp, TurnEvent, Usage,
 };
 use colloquy_migrations::Migrator;
 use sea_orm::sea_query::{Expr, Query};
@@ -29,24 +36,34 @@ use sea_orm::{
 use sea_orm_migration::MigratorTrait;
 use tokio::sync::{Mutex, MutexGuard};
 
-use crate::{AppendedMessage, ConversationStore, MessageEvent, NewConversation, StoreError};
+use crate::{
+    ApiKey, ApiKeyId, AppendedMessage, ConversationCursor, ConversationFilter, ConversationStore, ConversationUpdate,
+    FencingToken, History, Lease, MessageCursor, MessageEvent, NewApiKey, NewConversation, NewParticipant, Page,
+    StoreError,
+};
 
-/// How hard SQLite works to keep a commit through a power loss. Postgres ignores it (its own
-/// `synchronous_commit` setting decides).
+/// How hard a commit (every append is one) works to survive a crash or a power loss. An explicit
+/// setting, `Full` by default; `crates/store/README.md` has the table of what each value means.
+///
+/// Either way a crash never corrupts the database or breaks the seq invariant: what is lost is
+/// lost whole, with its seqs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Durability {
-    /// `synchronous = FULL`: a committed append survives a power loss.
+    /// Every commit is on disk when it returns: SQLite `synchronous = FULL` (the WAL is fsynced
+    /// at each commit); on Postgres the server's `synchronous_commit` (`on` unless an operator
+    /// chose otherwise). A committed append survives a power loss.
     #[default]
     Full,
-    /// `synchronous = NORMAL`: in WAL mode a power loss may lose the last commits but never
-    /// corrupts the database; much faster on slow disks.
+    /// Commits survive a process crash but an OS crash or power loss may lose the last ones
+    /// (about a second): SQLite `synchronous = NORMAL` (WAL fsynced at checkpoints), Postgres
+    /// `synchronous_commit = off` on the store's connections. Faster on slow disks.
     Normal,
 }
 
 /// How [`SeaStore::connect`] opens its database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreOptions {
-    /// SQLite's `synchronous` pragma.
+    /// How hard each commit works to reach the disk; [`Durability::Full`] by default.
     pub durability: Durability,
     /// Pool size; an in-memory SQLite database always uses one connection.
     pub max_connections: u32,
@@ -149,6 +166,11 @@ async fn connect_sqlite(url: &str, options: StoreOptions) -> Result<DatabaseConn
 async fn connect_postgres(url: &str, options: StoreOptions) -> Result<DatabaseConnection, StoreError> {
     let mut connect = ConnectOptions::new(url);
     connect.sqlx_logging(false).max_connections(options.max_connections.max(1));
+    if options.durability == Durability::Normal {
+        // Per connection, like SQLite's pragma; `Full` leaves the server's setting (`on` unless
+        // an operator chose otherwise).
+        connect.map_sqlx_postgres_opts(|postgres| postgres.options([("synchronous_commit", "off")]));
+    }
     Ok(Database::connect(connect).await?)
 }
 
@@ -189,31 +211,35 @@ fn db_limit(limit: u64) -> u64 {
     limit.min(i64::MAX.unsigned_abs())
 }
 
-/// What an appended message adds to its conversation's totals.
+/// What appended messages add to their conversation's totals.
+#[derive(Default)]
 struct TotalsDelta {
+    messages: u64,
     input_tokens: u64,
     output_tokens: u64,
     cost_usd: f64,
 }
 
 impl TotalsDelta {
-    fn of(usage: Option<&Usage>) -> Self {
+    /// Counts one more message with `usage`.
+    fn add(&mut self, usage: Option<&Usage>) {
         let usage = usage.copied().unwrap_or_default();
-        Self {
-            input_tokens: usage.input_tokens,
-            output_tokens: usage.output_tokens,
-            cost_usd: usage.cost_usd.unwrap_or(0.0),
-        }
+        self.messages += 1;
+        self.input_tokens += usage.input_tokens;
+        self.output_tokens += usage.output_tokens;
+        self.cost_usd += usage.cost_usd.unwrap_or(0.0);
     }
 }
 
-/// Takes the conversation's next seq: bumps `last_seq` and `last_activity` (and the totals, for a
-/// message) in one statement whose row lock orders concurrent appenders on Postgres. Returns the
-/// new seq and the conversation's status. Must run inside the transaction that writes the rows.
+/// Takes the conversation's next `count` seqs: bumps `last_seq` and `last_activity` (and the
+/// totals, for messages) in one statement whose row lock orders concurrent appenders on Postgres.
+/// Returns the new `last_seq` (the last of the seqs taken) and the conversation's status. Must run
+/// inside the transaction that writes the rows.
 async fn next_seq(
     txn: &DatabaseTransaction,
     conversation: ConversationId,
     now: Timestamp,
+    count: u64,
     totals: Option<&TotalsDelta>,
 ) -> Result<(u64, ConversationStatus), StoreError> {
     // Scoped here: its `max`/`min` methods would shadow `Ord`'s elsewhere in the file.
@@ -223,13 +249,13 @@ async fn next_seq(
     let mut update = Query::update();
     update
         .table(conversations::Entity)
-        .value(Column::LastSeq, Expr::col(Column::LastSeq).add(1))
+        .value(Column::LastSeq, Expr::col(Column::LastSeq).add(to_db_count(count)))
         .value(Column::LastActivity, now)
         .and_where(Expr::col(Column::Id).eq(conversation.as_uuid()))
         .returning(Query::returning().columns([Column::LastSeq, Column::Status]));
     if let Some(totals) = totals {
         update
-            .value(Column::TotalMessages, Expr::col(Column::TotalMessages).add(1))
+            .value(Column::TotalMessages, Expr::col(Column::TotalMessages).add(to_db_count(totals.messages)))
             .value(Column::TotalInputTokens, Expr::col(Column::TotalInputTokens).add(to_db_count(totals.input_tokens)))
             .value(
                 Column::TotalOutputTokens,
@@ -241,21 +267,6 @@ async fn next_seq(
     let seq: i64 = row.try_get("", "last_seq")?;
     let status: String = row.try_get("", "status")?;
     Ok((from_db_count(seq, "conversations.last_seq")?, conversations::parse_status(&status)?))
-}
-
-/// The message stored under `client_msg_id` in `conversation`, if any.
-async fn message_by_client_msg_id<C: ConnectionTrait>(
-    db: &C,
-    conversation: ConversationId,
-    client_msg_id: &str,
-) -> Result<Option<Message>, StoreError> {
-    messages::Entity::find()
-        .filter(messages::Column::ConversationId.eq(conversation.as_uuid()))
-        .filter(messages::Column::ClientMsgId.eq(client_msg_id))
-        .one(db)
-        .await?
-        .map(messages::Model::into_domain)
-        .transpose()
 }
 
 fn is_unique_violation(err: &DbErr) -> bool {
@@ -313,55 +324,13 @@ impl ConversationStore for SeaStore {
         message: NewMessage,
         event: MessageEvent,
     ) -> Result<AppendedMessage, StoreError> {
-        let (_writer, txn) = self.begin_write().await?;
-        if let Some(client_msg_id) = &message.client_msg_id
-            && let Some(stored) = message_by_client_msg_id(&txn, conversation, client_msg_id).await?
-        {
-            txn.rollback().await?;
-            return Ok(AppendedMessage { message: stored, event: None, duplicate: true });
-        }
-
-        let now = now();
-        let totals = TotalsDelta::of(message.usage.as_ref());
-        let (seq, status) = next_seq(&txn, conversation, now, Some(&totals)).await?;
-        if status != ConversationStatus::Active {
-            txn.rollback().await?;
-            return Err(StoreError::ConversationNotActive(conversation));
-        }
-        let stored = message.into_message(conversation, seq, now);
-        let event = event.into_event(stored.clone());
-
-        if let Err(err) = messages::Entity::insert(messages::new_row(&stored)?).exec_without_returning(&txn).await {
-            // Another writer (a Postgres connection, or another process on the same SQLite file)
-            // stored the same client_msg_id after the check above: answer with its message.
-            if is_unique_violation(&err)
-                && let Some(client_msg_id) = &stored.client_msg_id
-            {
-                txn.rollback().await?;
-                if let Some(earlier) = message_by_client_msg_id(&self.db, conversation, client_msg_id).await? {
-                    return Ok(AppendedMessage { message: earlier, event: None, duplicate: true });
-                }
-            }
-            return Err(err.into());
-        }
-        events::Entity::insert(events::new_row(conversation, seq, &event, now)?).exec_without_returning(&txn).await?;
-        txn.commit().await?;
-
-        Ok(AppendedMessage {
-            message: stored,
-            event: Some(EventEnvelope { conversation_id: conversation, seq: Some(seq), event }),
-            duplicate: false,
-        })
+        let mut appended = self.append_messages(conversation, vec![(message, event)], None).await?;
+        appended.pop().ok_or_else(|| corrupt("messages", "an append of one message stored none"))
     }
 
     async fn append_event(&self, conversation: ConversationId, event: TurnEvent) -> Result<EventEnvelope, StoreError> {
         debug_assert!(event.is_durable(), "{} is ephemeral and must not be stored", event.kind());
-        let (_writer, txn) = self.begin_write().await?;
-        let now = now();
-        let (seq, _status) = next_seq(&txn, conversation, now, None).await?;
-        events::Entity::insert(events::new_row(conversation, seq, &event, now)?).exec_without_returning(&txn).await?;
-        txn.commit().await?;
-        Ok(EventEnvelope { conversation_id: conversation, seq: Some(seq), event })
+        self.write_event(conversation, event, None).await
     }
 
     async fn messages_after(
@@ -380,6 +349,18 @@ impl ConversationStore for SeaStore {
             .into_iter()
             .map(messages::Model::into_domain)
             .collect()
+    }
+
+    async fn update_agent(
+        &self,
+        conversation: ConversationId,
+        participant: colloquy_core_model::ParticipantId,
+        spec: colloquy_core_model::AgentSpec,
+    ) -> Result<Participant, StoreError> {
+        let (_writer, txn) = self.begin_write().await?;
+        let participant = agents::update_agent(&txn, conversation, participant, &spec).await?;
+        txn.commit().await?;
+        Ok(participant)
     }
 
     async fn unfinished_turns(&self) -> Result<Vec<(ConversationId, u64)>, StoreError> {
@@ -403,6 +384,257 @@ impl ConversationStore for SeaStore {
             .map(events::Model::into_domain)
             .collect()
     }
+    async fn append_messages(
+        &self,
+        conversation: ConversationId,
+        batch: Vec<(NewMessage, MessageEvent)>,
+        fence: Option<FencingToken>,
+    ) -> Result<Vec<AppendedMessage>, StoreError> {
+        self.write_messages(conversation, batch, fence).await
+    }
+
+    async fn append_event_fenced(
+        &self,
+        conversation: ConversationId,
+        event: TurnEvent,
+        fence: FencingToken,
+    ) -> Result<EventEnvelope, StoreError> {
+        self.write_event(conversation, event, Some(fence)).await
+    }
+
+    async fn update_conversation(
+        &self,
+        id: ConversationId,
+        update: ConversationUpdate,
+    ) -> Result<(Conversation, Option<EventEnvelope>), StoreError> {
+        let (_writer, txn) = self.begin_write().await?;
+        let event = match lifecycle::update_conversation(&txn, id, update, now()).await {
+            Ok(event) => event,
+            Err(err) => return abort(txn, err).await,
+        };
+        let conversation = conversations::Entity::find_by_id(id.as_uuid())
+            .one(&txn)
+            .await?
+            .ok_or(StoreError::ConversationNotFound(id))?;
+        if event.is_some() {
+            txn.commit().await?;
+        } else {
+            txn.rollback().await?;
+        }
+        Ok((conversation.into_domain()?, event))
+    }
+
+    async fn delete_conversation(&self, id: ConversationId) -> Result<(), StoreError> {
+        let (_writer, txn) = self.begin_write().await?;
+        let deleted = conversations::Entity::delete_by_id(id.as_uuid()).exec(&txn).await?;
+        if deleted.rows_affected == 0 {
+            return abort(txn, StoreError::ConversationNotFound(id)).await;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    async fn conversation_tools(&self, id: ConversationId) -> Result<Vec<String>, StoreError> {
+        conversations::Entity::find_by_id(id.as_uuid())
+            .one(&self.db)
+            .await?
+            .ok_or(StoreError::ConversationNotFound(id))?
+            .tool_names()
+    }
+
+    async fn list_conversations(
+        &self,
+        filter: ConversationFilter,
+        after: Option<ConversationCursor>,
+        limit: u64,
+    ) -> Result<Page<Conversation, ConversationCursor>, StoreError> {
+        history::list_conversations(&self.db, filter, after, limit).await
+    }
+
+    async fn messages_page(
+        &self,
+        conversation: ConversationId,
+        cursor: MessageCursor,
+        limit: u64,
+    ) -> Result<Page<Message, MessageCursor>, StoreError> {
+        history::messages_page(&self.db, conversation, cursor, limit).await
+    }
+
+    async fn history_within_tokens(&self, conversation: ConversationId, budget: u64) -> Result<History, StoreError> {
+        history::history_within_tokens(&self.db, conversation, budget).await
+    }
+
+    async fn add_participant(
+        &self,
+        conversation: ConversationId,
+        participant: NewParticipant,
+    ) -> Result<(Participant, EventEnvelope), StoreError> {
+        let (_writer, txn) = self.begin_write().await?;
+        let now = now();
+        let (seq, status) = next_seq(&txn, conversation, now, 1, None).await?;
+        if status != ConversationStatus::Active {
+            return abort(txn, StoreError::ConversationNotActive(conversation)).await;
+        }
+        let participant = match participants::add(&txn, conversation, participant, now).await {
+            Ok(participant) => participant,
+            Err(err) => return abort(txn, err).await,
+        };
+        let event = TurnEvent::ParticipantJoined { participant: participant.clone() };
+        events::Entity::insert(events::new_row(conversation, seq, &event, now)?).exec_without_returning(&txn).await?;
+        txn.commit().await?;
+        Ok((participant, EventEnvelope { conversation_id: conversation, seq: Some(seq), event }))
+    }
+
+    async fn remove_participant(
+        &self,
+        conversation: ConversationId,
+        participant: ParticipantId,
+    ) -> Result<EventEnvelope, StoreError> {
+        let (_writer, txn) = self.begin_write().await?;
+        let now = now();
+        let (seq, status) = next_seq(&txn, conversation, now, 1, None).await?;
+        if status != ConversationStatus::Active {
+            return abort(txn, StoreError::ConversationNotActive(conversation)).await;
+        }
+        if let Err(err) = participants::remove(&txn, conversation, participant, now).await {
+            return abort(txn, err).await;
+        }
+        let event = TurnEvent::ParticipantLeft { participant_id: participant };
+        events::Entity::insert(events::new_row(conversation, seq, &event, now)?).exec_without_returning(&txn).await?;
+        txn.commit().await?;
+        Ok(EventEnvelope { conversation_id: conversation, seq: Some(seq), event })
+    }
+
+    async fn fork_conversation(
+        &self,
+        source: ConversationId,
+        at_seq: u64,
+        new_id: ConversationId,
+    ) -> Result<Conversation, StoreError> {
+        let (_writer, txn) = self.begin_write().await?;
+        let fork = match lifecycle::fork_conversation(&txn, source, at_seq, new_id, now()).await {
+            Ok(fork) => fork,
+            Err(err) => return abort(txn, err).await,
+        };
+        txn.commit().await?;
+        Ok(fork)
+    }
+
+    async fn search_messages(
+        &self,
+        participant: ParticipantId,
+        query: &str,
+        limit: u64,
+    ) -> Result<Vec<Message>, StoreError> {
+        history::search_messages(&self.db, participant, query, limit).await
+    }
+
+    async fn sweep_expired(&self, now: Timestamp, inactivity: Duration) -> Result<Vec<ConversationId>, StoreError> {
+        self.sweep(now, inactivity).await
+    }
+
+    async fn acquire_lease(
+        &self,
+        conversation: ConversationId,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Lease, StoreError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (_writer, txn) = self.begin_write().await?;
+            let now = now();
+            if conversations::Entity::find_by_id(conversation.as_uuid()).one(&txn).await?.is_none() {
+                return abort(txn, StoreError::ConversationNotFound(conversation)).await;
+            }
+            match leases::acquire(&txn, conversation, holder, expiry(now, ttl), now).await {
+                // Two first acquires raced to insert the row: the retry sees the winner's.
+                Err(StoreError::Database(err)) if attempt < 3 && is_unique_violation(&err) => {
+                    txn.rollback().await?;
+                }
+                Err(err) => return abort(txn, err).await,
+                Ok(lease) => {
+                    txn.commit().await?;
+                    return Ok(lease);
+                }
+            }
+        }
+    }
+
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Lease, StoreError> {
+        let (_writer, txn) = self.begin_write().await?;
+        let expires_at = expiry(now(), ttl);
+        if let Err(err) = leases::update_current(&txn, lease, expires_at, false).await {
+            return abort(txn, err).await;
+        }
+        txn.commit().await?;
+        Ok(Lease { expires_at, ..lease.clone() })
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        let (_writer, txn) = self.begin_write().await?;
+        if let Err(err) = leases::update_current(&txn, lease, now(), true).await {
+            return abort(txn, err).await;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    async fn create_api_key(&self, key: NewApiKey) -> Result<ApiKey, StoreError> {
+        let (stored, row) = api_keys::new_row(key, now())?;
+        let (_writer, txn) = self.begin_write().await?;
+        api_keys::Entity::insert(row).exec_without_returning(&txn).await?;
+        txn.commit().await?;
+        Ok(stored)
+    }
+
+    async fn authenticate_api_key(&self, secret: &str) -> Result<Option<ApiKey>, StoreError> {
+        Ok(api_keys::Entity::find()
+            .filter(api_keys::Column::KeyHash.eq(api_keys::hash_secret(secret)))
+            .filter(api_keys::Column::RevokedAt.is_null())
+            .one(&self.db)
+            .await?
+            .map(api_keys::Model::into_domain))
+    }
+
+    async fn revoke_api_key(&self, id: ApiKeyId) -> Result<(), StoreError> {
+        let (_writer, txn) = self.begin_write().await?;
+        let Some(row) = api_keys::Entity::find_by_id(id.0).one(&txn).await? else {
+            return abort(txn, StoreError::ApiKeyNotFound(id)).await;
+        };
+        if row.revoked_at.is_none() {
+            let mut active = sea_orm::IntoActiveModel::into_active_model(row);
+            active.revoked_at = sea_orm::ActiveValue::Set(Some(now()));
+            sea_orm::ActiveModelTrait::update(active, &txn).await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    async fn api_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
+        Ok(api_keys::Entity::find()
+            .order_by_asc(api_keys::Column::Id)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(api_keys::Model::into_domain)
+            .collect())
+    }
+}
+
+/// Rolls `txn` back and fails with `err`. An explicit rollback (rather than a dropped
+/// transaction) frees SQLite's write lock before the caller releases the writer mutex.
+async fn abort<T>(txn: DatabaseTransaction, err: StoreError) -> Result<T, StoreError> {
+    txn.rollback().await?;
+    Err(err)
+}
+
+/// `now + ttl`, or the far future for a TTL too long to add.
+fn expiry(now: Timestamp, ttl: Duration) -> Timestamp {
+    chrono::Duration::from_std(ttl)
+        .ok()
+        .and_then(|ttl| now.checked_add_signed(ttl))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
 }
 
 #[cfg(test)]

@@ -25,6 +25,9 @@ pub struct Model {
     pub tags: Json,
     #[sea_orm(column_type = "JsonBinary")]
     pub options: Json,
+    /// Names of the tools the conversation offers its agents.
+    #[sea_orm(column_type = "JsonBinary")]
+    pub tools: Json,
     pub forked_from_conversation: Option<Uuid>,
     pub forked_from_seq: Option<i64>,
     pub created_at: DateTimeUtc,
@@ -54,6 +57,7 @@ pub(super) fn new_row(new: NewConversation, now: Timestamp) -> Result<(Conversat
         summary: Set(None),
         tags: Set(tags),
         options: Set(options),
+        tools: Set(serde_json::Value::Array(Vec::new())),
         forked_from_conversation: Set(None),
         forked_from_seq: Set(None),
         created_at: Set(now),
@@ -84,6 +88,11 @@ pub(super) fn new_row(new: NewConversation, now: Timestamp) -> Result<(Conversat
 }
 
 impl Model {
+    /// The tool names.
+    pub(super) fn tool_names(&self) -> Result<Vec<String>, StoreError> {
+        serde_json::from_value(self.tools.clone()).map_err(|err| corrupt("conversations.tools", err))
+    }
+
     /// The domain value; fails on values this version does not know.
     pub(super) fn into_domain(self) -> Result<Conversation, StoreError> {
         let tags: Vec<String> = serde_json::from_value(self.tags).map_err(|err| corrupt("conversations.tags", err))?;
@@ -134,7 +143,7 @@ pub(super) const fn kind_name(kind: ConversationKind) -> &'static str {
     }
 }
 
-fn parse_kind(name: &str) -> Result<ConversationKind, StoreError> {
+pub(super) fn parse_kind(name: &str) -> Result<ConversationKind, StoreError> {
     match name {
         "user_agent" => Ok(ConversationKind::UserAgent),
         "agent_agent" => Ok(ConversationKind::AgentAgent),

@@ -26,6 +26,13 @@ pub struct Model {
     pub cache_read_tokens: Option<i64>,
     pub cache_write_tokens: Option<i64>,
     pub cost_usd: Option<f64>,
+    /// Input plus output tokens, when the message has usage.
+    pub total_tokens: Option<i64>,
+    /// The message's own size in tokens, for history within a token budget.
+    pub content_tokens: i64,
+    /// The text parts, for full-text search; null when there are none.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub search_text: Option<String>,
     pub model: Option<String>,
     pub provider: Option<String>,
     pub latency_ms: Option<i64>,
@@ -42,8 +49,23 @@ impl ActiveModelBehavior for ActiveModel {}
 
 /// The row that stores `message`.
 pub(super) fn new_row(message: &Message) -> Result<ActiveModel, StoreError> {
-    let content = serde_json::to_value(&message.content).map_err(|err| corrupt("messages.content", err))?;
+    let content_json = serde_json::to_string(&message.content).map_err(|err| corrupt("messages.content", err))?;
+    let content: Json = serde_json::from_str(&content_json).map_err(|err| corrupt("messages.content", err))?;
     let usage = message.usage.as_ref();
+    // A reply's own size is what the model wrote; anything else is estimated at four bytes of
+    // JSON per token, which errs on the large side for text.
+    let content_tokens = match usage {
+        Some(usage) if message.role == MessageRole::Assistant && usage.output_tokens > 0 => usage.output_tokens,
+        _ => u64::try_from(content_json.len().div_ceil(4)).unwrap_or(u64::MAX),
+    };
+    let texts: Vec<&str> = message
+        .content
+        .iter()
+        .filter_map(|part| match part {
+            ContentPart::Text { text } if !text.is_empty() => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
     Ok(ActiveModel {
         id: Set(message.id.as_uuid()),
         conversation_id: Set(message.conversation_id.as_uuid()),
@@ -57,6 +79,9 @@ pub(super) fn new_row(message: &Message) -> Result<ActiveModel, StoreError> {
         cache_read_tokens: Set(usage.map(|u| to_db_count(u.cache_read_tokens))),
         cache_write_tokens: Set(usage.map(|u| to_db_count(u.cache_write_tokens))),
         cost_usd: Set(usage.and_then(|u| u.cost_usd)),
+        total_tokens: Set(usage.map(|u| to_db_count(u.total_tokens()))),
+        content_tokens: Set(to_db_count(content_tokens)),
+        search_text: Set((!texts.is_empty()).then(|| texts.join(" "))),
         model: Set(message.model.clone()),
         provider: Set(message.provider.clone()),
         latency_ms: Set(message.latency_ms.map(to_db_count)),

@@ -9,14 +9,16 @@ use sea_orm::entity::prelude::*;
 use super::corrupt;
 use crate::{NewParticipant, StoreError};
 
-/// One row of `participants`; `join_order` orders a conversation's participants, since several
+/// One row of `participants`, keyed by conversation and participant (a participant id names a
+/// party that may take part in many conversations); `join_order` orders a conversation's participants, since several
 /// can join at the same instant.
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "participants")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: Uuid,
     pub conversation_id: Uuid,
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
     pub join_order: i64,
     pub kind: String,
     #[sea_orm(column_type = "Text")]
@@ -116,4 +118,72 @@ fn parse_role(name: &str) -> Result<ParticipantRole, StoreError> {
         "observer" => Ok(ParticipantRole::Observer),
         other => Err(corrupt("participants.role", format!("unknown role `{other}`"))),
     }
+}
+
+/// [`crate::ConversationStore::add_participant`] inside the caller's write transaction, after it
+/// took the event's seq (which checked that the conversation exists): adds the row, or brings
+/// back a participant that left, and returns the stored participant.
+pub(super) async fn add(
+    txn: &sea_orm::DatabaseTransaction,
+    conversation: ConversationId,
+    new: NewParticipant,
+    now: Timestamp,
+) -> Result<Participant, StoreError> {
+    use sea_orm::{IntoActiveModel, QueryOrder, QuerySelect};
+
+    let existing = Entity::find_by_id((conversation.as_uuid(), new.id.as_uuid())).one(txn).await?;
+    match existing {
+        Some(row) if row.left_at.is_none() => {
+            Err(StoreError::ParticipantAlreadyPresent { conversation, participant: new.id })
+        }
+        Some(row) => {
+            // Coming back keeps the first join's place in the order.
+            let join_order = row.join_order;
+            let (participant, mut fresh) = new_row(conversation, join_order, new, now)?;
+            let mut active = row.into_active_model();
+            active.kind = fresh.kind.take().map_or(sea_orm::ActiveValue::NotSet, Set);
+            active.display_name = fresh.display_name.take().map_or(sea_orm::ActiveValue::NotSet, Set);
+            active.role = fresh.role.take().map_or(sea_orm::ActiveValue::NotSet, Set);
+            active.agent = fresh.agent.take().map_or(sea_orm::ActiveValue::NotSet, Set);
+            active.joined_at = Set(now);
+            active.left_at = Set(None);
+            active.update(txn).await?;
+            Ok(participant)
+        }
+        None => {
+            let last: Option<i64> = Entity::find()
+                .select_only()
+                .column(Column::JoinOrder)
+                .filter(Column::ConversationId.eq(conversation.as_uuid()))
+                .order_by_desc(Column::JoinOrder)
+                .limit(1)
+                .into_tuple()
+                .one(txn)
+                .await?;
+            let join_order = last.map_or(0, |last| last + 1);
+            let (participant, row) = new_row(conversation, join_order, new, now)?;
+            Entity::insert(row).exec_without_returning(txn).await?;
+            Ok(participant)
+        }
+    }
+}
+
+/// [`crate::ConversationStore::remove_participant`] inside the caller's write transaction.
+pub(super) async fn remove(
+    txn: &sea_orm::DatabaseTransaction,
+    conversation: ConversationId,
+    participant: ParticipantId,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let result = Entity::update_many()
+        .col_expr(Column::LeftAt, Expr::value(Some(now)))
+        .filter(Column::ConversationId.eq(conversation.as_uuid()))
+        .filter(Column::Id.eq(participant.as_uuid()))
+        .filter(Column::LeftAt.is_null())
+        .exec(txn)
+        .await?;
+    if result.rows_affected == 0 {
+        return Err(StoreError::ParticipantNotFound { conversation, participant });
+    }
+    Ok(())
 }

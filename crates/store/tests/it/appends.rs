@@ -177,3 +177,70 @@ pub async fn closed_conversation_refuses_messages(store: Arc<SeaStore>) {
         assert_eq!(store.messages_after(id, 0, 10).await.unwrap().len(), 1);
     }
 }
+
+pub async fn batch_appends_take_consecutive_seqs_once(store: Arc<SeaStore>) {
+    let (conversation, _) = fixtures::create_conversation(&store).await;
+    let id = conversation.id;
+    let keyed = |key: &str, body: &str| NewMessage { client_msg_id: Some(key.to_owned()), ..text(body) };
+    store.append_message(id, keyed("a", "first"), MessageEvent::Posted).await.unwrap();
+
+    let priced = NewMessage {
+        usage: Some(Usage { input_tokens: 10, output_tokens: 4, cost_usd: Some(0.25), ..Usage::default() }),
+        ..NewMessage::new(MessageRole::Assistant, vec![ContentPart::text("priced")])
+    };
+    let batch = vec![
+        (keyed("b", "second"), MessageEvent::Posted),
+        (keyed("a", "retry of first"), MessageEvent::Posted),
+        (priced, MessageEvent::End { turn_id: TurnId::new() }),
+        (keyed("b", "retry of second in the same batch"), MessageEvent::Posted),
+        (text("no key"), MessageEvent::Posted),
+    ];
+    let outcomes = store.append_messages(id, batch, None).await.unwrap();
+    let summary: Vec<(u64, bool, bool)> =
+        outcomes.iter().map(|o| (o.message.seq, o.duplicate, o.event.is_some())).collect();
+    assert_eq!(summary, [(2, false, true), (1, true, false), (3, false, true), (2, true, false), (4, false, true)]);
+    assert_eq!(outcomes[1].message.text(), "first");
+    assert_eq!(outcomes[3].message, outcomes[0].message);
+
+    let stored = store.conversation(id).await.unwrap();
+    assert_eq!((stored.last_seq, stored.totals.messages), (4, 4));
+    assert_eq!((stored.totals.input_tokens, stored.totals.output_tokens), (10, 4));
+    assert!((stored.totals.cost_usd - 0.25).abs() < 1e-12);
+    let texts: Vec<String> = store.messages_after(id, 0, 10).await.unwrap().iter().map(|m| m.text()).collect();
+    assert_eq!(texts, ["first", "second", "priced", "no key"]);
+    let logged: Vec<Option<u64>> = store.events_after(id, 0, 10).await.unwrap().iter().map(|e| e.seq).collect();
+    assert_eq!(logged, [Some(1), Some(2), Some(3), Some(4)]);
+
+    // A batch of nothing but retries writes nothing at all.
+    let before = store.conversation(id).await.unwrap();
+    let retries = store.append_messages(id, vec![(keyed("a", "x"), MessageEvent::Posted)], None).await.unwrap();
+    assert!(retries[0].duplicate);
+    assert_eq!(store.conversation(id).await.unwrap(), before);
+    assert!(store.append_messages(id, Vec::new(), None).await.unwrap().is_empty());
+}
+
+pub async fn failed_transaction_leaves_nothing_behind(store: Arc<SeaStore>) {
+    let (conversation, participants) = fixtures::create_conversation(&store).await;
+    let id = conversation.id;
+    let first = store.append_message(id, text("kept"), MessageEvent::Posted).await.unwrap().message;
+    let before = store.conversation(id).await.unwrap();
+
+    // The batch's third message reuses a stored message id: the insert fails after the batch's
+    // seqs and totals were taken, in the same transaction.
+    let clash =
+        NewMessage { id: first.id, usage: Some(Usage { input_tokens: 7, ..Usage::default() }), ..text("clash") };
+    let batch = vec![
+        (text("lost 1"), MessageEvent::Posted),
+        (text("lost 2"), MessageEvent::Posted),
+        (clash, MessageEvent::Posted),
+    ];
+    let failed = store.append_messages(id, batch, None).await;
+    assert!(matches!(failed, Err(StoreError::Database(_))), "{failed:?}");
+
+    assert_eq!(store.conversation(id).await.unwrap(), before, "seq, totals and activity are unchanged");
+    assert_eq!(store.messages_after(id, 0, 10).await.unwrap(), [first]);
+    assert_eq!(store.events_after(id, 0, 10).await.unwrap().len(), 1);
+    assert!(store.search_messages(participants[0].id, "lost", 10).await.unwrap().is_empty());
+    // The next append takes the next seq as if nothing had happened.
+    assert_eq!(store.append_message(id, text("next"), MessageEvent::Posted).await.unwrap().message.seq, 2);
+}

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use colloquy_store::{SeaStore, StoreOptions};
+use colloquy_store::{Durability, SeaStore, StoreOptions};
 use futures::FutureExt;
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
 use tokio::sync::Mutex;
@@ -23,6 +23,11 @@ pub enum Backend {
     Postgres,
 }
 
+/// The tests check ordering and atomicity, not crash safety: without an fsync per commit the
+/// concurrent cases take seconds instead of tens of seconds. (`Durability::Full` is checked by
+/// `schema::sqlite_connections_get_the_configured_pragmas`.)
+const TEST_OPTIONS: StoreOptions = StoreOptions { durability: Durability::Normal, max_connections: 8 };
+
 /// Runs `case` against a new, empty store on `backend`.
 pub async fn run<F, Fut>(backend: Backend, case: F)
 where
@@ -32,15 +37,12 @@ where
     match backend {
         Backend::SqliteFile => {
             let dir = tempfile::tempdir().expect("temporary directory");
-            let store = SeaStore::connect(&sqlite_file_url(dir.path()), StoreOptions::default())
-                .await
-                .expect("open sqlite file store");
+            let store =
+                SeaStore::connect(&sqlite_file_url(dir.path()), TEST_OPTIONS).await.expect("open sqlite file store");
             case(Arc::new(store)).await;
         }
         Backend::SqliteMemory => {
-            let store = SeaStore::connect("sqlite::memory:", StoreOptions::default())
-                .await
-                .expect("open in-memory sqlite store");
+            let store = SeaStore::connect("sqlite::memory:", TEST_OPTIONS).await.expect("open in-memory sqlite store");
             case(Arc::new(store)).await;
         }
         Backend::Postgres => {
@@ -48,9 +50,7 @@ where
                 return;
             };
             let outcome = AssertUnwindSafe(async {
-                let store = Arc::new(
-                    SeaStore::connect(&schema.url, StoreOptions::default()).await.expect("open postgres store"),
-                );
+                let store = Arc::new(SeaStore::connect(&schema.url, TEST_OPTIONS).await.expect("open postgres store"));
                 case(Arc::clone(&store)).await;
                 store.connection().close_by_ref().await.expect("close the store");
             })

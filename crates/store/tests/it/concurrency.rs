@@ -8,7 +8,7 @@ use colloquy_store::{ConversationStore, MessageEvent, SeaStore};
 use crate::fixtures::{self, text, turn_start};
 
 const TASKS: u64 = 8;
-const APPENDS_PER_TASK: u64 = 100;
+const APPENDS_PER_TASK: u64 = 1_000;
 
 pub async fn concurrent_appenders_get_every_seq_once(store: Arc<SeaStore>) {
     let (conversation, _) = fixtures::create_conversation(&store).await;

@@ -16,6 +16,12 @@ mod concurrency;
 mod conversations;
 mod events;
 mod fixtures;
+mod history;
+mod leases;
+mod lifecycle;
+mod membership;
+mod model;
+mod records;
 mod schema;
 
 /// Generates one test per case and backend: `sqlite_file::case`, `sqlite_memory::case`,
@@ -58,9 +64,26 @@ suite!(
     appends::retried_client_msg_id_is_stored_once,
     appends::totals_follow_appended_messages,
     appends::closed_conversation_refuses_messages,
+    appends::batch_appends_take_consecutive_seqs_once,
+    appends::failed_transaction_leaves_nothing_behind,
+    records::updates_write_one_event_with_the_changes,
+    records::archive_and_close_make_a_conversation_read_only,
+    records::deleting_removes_everything,
+    records::conversations_list_by_participant_and_status,
+    membership::participants_join_leave_and_come_back,
+    history::message_pages_go_both_ways,
+    history::history_fits_the_token_budget,
+    history::long_history_budget_walks_past_one_chunk,
+    lifecycle::fork_copies_history_up_to_the_seq,
+    lifecycle::search_finds_words_only_in_ones_conversations,
+    lifecycle::sweeper_deletes_inactive_conversations_but_not_archived_ones,
+    leases::stale_fencing_token_is_refused,
+    leases::racing_acquirers_get_one_lease,
+    leases::api_keys_are_stored_hashed,
     events::events_after_returns_exactly_the_later_events,
     events::messages_after_pages_by_seq,
     concurrency::concurrent_appenders_get_every_seq_once,
     concurrency::concurrent_retries_store_one_message,
     schema::migrations_go_down_and_up_again,
+    schema::records_migration_keeps_and_indexes_existing_rows,
 );

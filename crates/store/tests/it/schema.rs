@@ -21,6 +21,29 @@ pub async fn migrations_go_down_and_up_again(store: Arc<SeaStore>) {
     fixtures::create_conversation(&store).await;
 }
 
+pub async fn records_migration_keeps_and_indexes_existing_rows(store: Arc<SeaStore>) {
+    let (conversation, participants) = fixtures::create_conversation(&store).await;
+    let id = conversation.id;
+    let hello = store.append_message(id, text("hello from before the upgrade"), MessageEvent::Posted).await.unwrap();
+    let other = store.append_message(id, text("unrelated"), MessageEvent::Posted).await.unwrap();
+
+    // Back to the initial schema with the rows in place, then up again: the rows survive both
+    // ways and the new columns and the search index are filled from them.
+    Migrator::down(store.connection(), Some(1)).await.unwrap();
+    Migrator::up(store.connection(), None).await.unwrap();
+
+    assert_eq!(store.messages_after(id, 0, 10).await.unwrap(), [hello.message.clone(), other.message]);
+    assert_eq!(store.participants(id).await.unwrap(), participants);
+    assert_eq!(store.search_messages(participants[0].id, "upgrade", 10).await.unwrap(), [hello.message]);
+    let history = store.history_within_tokens(id, u64::MAX).await.unwrap();
+    assert!(history.tokens >= 2, "sizes were estimated: {history:?}");
+    // New messages are indexed by the triggers (SQLite) or the generated column (Postgres).
+    let after = store.append_message(id, text("after the upgrade"), MessageEvent::Posted).await.unwrap();
+    let hits = store.search_messages(participants[0].id, "upgrade", 10).await.unwrap();
+    assert_eq!(hits.len(), 2);
+    assert_eq!(hits[0], after.message);
+}
+
 #[tokio::test]
 async fn sqlite_file_keeps_data_across_reopen() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,29 @@
+//! Changing how an agent participant answers: its provider, model, system prompt and tools.
+
+use colloquy_core_model::{AgentSpec, ConversationId, Participant, ParticipantId, ParticipantKind};
+use sea_orm::ActiveValue::Set;
+use sea_orm::entity::prelude::*;
+use sea_orm::{ActiveModelTrait, IntoActiveModel};
+
+use super::{corrupt, participants};
+use crate::StoreError;
+
+/// Replaces the spec of `participant`, which must be an agent of `conversation`.
+pub(super) async fn update_agent(
+    db: &impl ConnectionTrait,
+    conversation: ConversationId,
+    participant: ParticipantId,
+    spec: &AgentSpec,
+) -> Result<Participant, StoreError> {
+    let row = participants::Entity::find_by_id((conversation.as_uuid(), participant.as_uuid()))
+        .one(db)
+        .await?
+        .ok_or(StoreError::ParticipantNotFound { conversation, participant })?;
+    let current = row.clone().into_domain()?;
+    if current.kind != ParticipantKind::Agent {
+        return Err(StoreError::NotAnAgent(participant));
+    }
+    let mut active = row.into_active_model();
+    active.agent = Set(Some(serde_json::to_value(spec).map_err(|e| corrupt("participants.agent", e))?));
+    active.update(db).await?.into_domain()
+}

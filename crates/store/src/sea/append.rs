@@ -1,0 +1,201 @@
+//! Appending: a batch of messages (with the events that record them) or one bare event, under
+//! the conversation's next seqs, in one transaction, optionally fenced by a lease.
+
+use std::collections::HashMap;
+
+use colloquy_core_model::{ConversationId, ConversationStatus, EventEnvelope, Message, NewMessage, TurnEvent};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+
+use super::{SeaStore, TotalsDelta, events, is_unique_violation, leases, messages, next_seq, now};
+use crate::{AppendedMessage, FencingToken, MessageEvent, StoreError};
+
+/// Rows per multi-row INSERT: well under SQLite's limit of bound values per statement.
+pub(super) const INSERT_CHUNK: usize = 500;
+
+/// What became of one entry of a batch before any row is written.
+enum Slot {
+    /// Stored earlier: the stored message.
+    Stored(Box<Message>),
+    /// Repeats the key of the batch's entry at this index.
+    SameAs(usize),
+    /// New: its index among the new messages.
+    New(usize),
+}
+
+/// How often an append is tried again after losing a race on `client_msg_id` to another
+/// connection: the retry finds the other writer's message and reports a duplicate.
+const RACE_RETRIES: usize = 3;
+
+impl SeaStore {
+    /// [`crate::ConversationStore::append_messages`].
+    pub(super) async fn write_messages(
+        &self,
+        conversation: ConversationId,
+        batch: Vec<(NewMessage, MessageEvent)>,
+        fence: Option<FencingToken>,
+    ) -> Result<Vec<AppendedMessage>, StoreError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.try_write_messages(conversation, batch.clone(), fence).await {
+                Err(StoreError::Database(err)) if attempt < RACE_RETRIES && is_unique_violation(&err) => {}
+                outcome => return outcome,
+            }
+        }
+    }
+
+    async fn try_write_messages(
+        &self,
+        conversation: ConversationId,
+        batch: Vec<(NewMessage, MessageEvent)>,
+        fence: Option<FencingToken>,
+    ) -> Result<Vec<AppendedMessage>, StoreError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (_writer, txn) = self.begin_write().await?;
+        if let Some(fence) = fence
+            && let Err(err) = leases::check_fence(&txn, conversation, fence).await
+        {
+            return super::abort(txn, err).await;
+        }
+
+        let keys: Vec<&str> = batch.iter().filter_map(|(message, _)| message.client_msg_id.as_deref()).collect();
+        let mut stored_by_key: HashMap<String, Message> = HashMap::new();
+        for chunk in keys.chunks(INSERT_CHUNK) {
+            let rows = messages::Entity::find()
+                .filter(messages::Column::ConversationId.eq(conversation.as_uuid()))
+                .filter(messages::Column::ClientMsgId.is_in(chunk.iter().copied()))
+                .all(&txn)
+                .await?;
+            for row in rows {
+                let message = row.into_domain()?;
+                if let Some(key) = message.client_msg_id.clone() {
+                    stored_by_key.insert(key, message);
+                }
+            }
+        }
+
+        let mut slots = Vec::with_capacity(batch.len());
+        let mut first_in_batch: HashMap<&str, usize> = HashMap::new();
+        let mut new_count = 0;
+        let mut totals = TotalsDelta::default();
+        for (index, (message, _)) in batch.iter().enumerate() {
+            let key = message.client_msg_id.as_deref();
+            let slot = match key {
+                Some(key) if stored_by_key.contains_key(key) => {
+                    Slot::Stored(Box::new(stored_by_key.get(key).cloned().ok_or(StoreError::Corrupt {
+                        what: "messages.client_msg_id",
+                        detail: "a stored key vanished".to_owned(),
+                    })?))
+                }
+                Some(key) if first_in_batch.contains_key(key) => {
+                    Slot::SameAs(first_in_batch.get(key).copied().unwrap_or(index))
+                }
+                _ => {
+                    if let Some(key) = key {
+                        first_in_batch.insert(key, index);
+                    }
+                    totals.add(message.usage.as_ref());
+                    new_count += 1;
+                    Slot::New(new_count - 1)
+                }
+            };
+            slots.push(slot);
+        }
+        if new_count == 0 {
+            // Every entry was stored before: write nothing, not even `last_activity`.
+            txn.rollback().await?;
+            return Ok(slots
+                .into_iter()
+                .filter_map(|slot| match slot {
+                    Slot::Stored(message) => Some(AppendedMessage { message: *message, event: None, duplicate: true }),
+                    Slot::SameAs(_) | Slot::New(_) => None,
+                })
+                .collect());
+        }
+
+        let now = now();
+        let (last_seq, status) = next_seq(&txn, conversation, now, new_count as u64, Some(&totals)).await?;
+        if status != ConversationStatus::Active {
+            txn.rollback().await?;
+            return Err(StoreError::ConversationNotActive(conversation));
+        }
+        let first_seq = last_seq + 1 - new_count as u64;
+
+        let mut message_rows = Vec::with_capacity(new_count);
+        let mut event_rows = Vec::with_capacity(new_count);
+        let mut outcomes: Vec<AppendedMessage> = Vec::with_capacity(slots.len());
+        for ((message, event), slot) in batch.into_iter().zip(slots) {
+            let outcome = match slot {
+                Slot::Stored(stored) => AppendedMessage { message: *stored, event: None, duplicate: true },
+                Slot::SameAs(first) => {
+                    let stored = outcomes.get(first).map(|o| o.message.clone()).ok_or(StoreError::Corrupt {
+                        what: "messages.client_msg_id",
+                        detail: "a repeated key has no first entry".to_owned(),
+                    })?;
+                    AppendedMessage { message: stored, event: None, duplicate: true }
+                }
+                Slot::New(offset) => {
+                    let seq = first_seq + offset as u64;
+                    let stored = message.into_message(conversation, seq, now);
+                    let event = event.into_event(stored.clone());
+                    message_rows.push(messages::new_row(&stored)?);
+                    event_rows.push(events::new_row(conversation, seq, &event, now)?);
+                    AppendedMessage {
+                        message: stored,
+                        event: Some(EventEnvelope { conversation_id: conversation, seq: Some(seq), event }),
+                        duplicate: false,
+                    }
+                }
+            };
+            outcomes.push(outcome);
+        }
+        let inserted = async {
+            insert_chunked::<messages::Entity, _>(&txn, message_rows).await?;
+            insert_chunked::<events::Entity, _>(&txn, event_rows).await
+        }
+        .await;
+        if let Err(err) = inserted {
+            // e.g. another connection stored the same client_msg_id meanwhile: the caller retries.
+            return super::abort(txn, err).await;
+        }
+        txn.commit().await?;
+        Ok(outcomes)
+    }
+
+    /// [`crate::ConversationStore::append_event`], optionally fenced.
+    pub(super) async fn write_event(
+        &self,
+        conversation: ConversationId,
+        event: TurnEvent,
+        fence: Option<FencingToken>,
+    ) -> Result<EventEnvelope, StoreError> {
+        debug_assert!(event.is_durable(), "{} is ephemeral and must not be stored", event.kind());
+        let (_writer, txn) = self.begin_write().await?;
+        if let Some(fence) = fence
+            && let Err(err) = leases::check_fence(&txn, conversation, fence).await
+        {
+            return super::abort(txn, err).await;
+        }
+        let now = now();
+        let (seq, _status) = next_seq(&txn, conversation, now, 1, None).await?;
+        events::Entity::insert(events::new_row(conversation, seq, &event, now)?).exec_without_returning(&txn).await?;
+        txn.commit().await?;
+        Ok(EventEnvelope { conversation_id: conversation, seq: Some(seq), event })
+    }
+}
+
+/// Inserts `rows` in statements of at most [`INSERT_CHUNK`] rows.
+pub(super) async fn insert_chunked<E, A>(txn: &sea_orm::DatabaseTransaction, rows: Vec<A>) -> Result<(), StoreError>
+where
+    E: EntityTrait,
+    A: sea_orm::ActiveModelTrait<Entity = E> + Send,
+{
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<A> = rows.by_ref().take(INSERT_CHUNK).collect();
+        E::insert_many(chunk).exec_without_returning(txn).await?;
+    }
+    Ok(())
+}

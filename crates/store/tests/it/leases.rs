@@ -1,0 +1,129 @@
+//! Leases with fencing tokens: who may append to a conversation when several nodes share it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use colloquy_core_model::ConversationId;
+use colloquy_store::{ConversationStore, FencingToken, MessageEvent, SeaStore, StoreError};
+
+use crate::fixtures::{self, text, turn_start};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+pub async fn stale_fencing_token_is_refused(store: Arc<SeaStore>) {
+    let (conversation, _) = fixtures::create_conversation(&store).await;
+    let id = conversation.id;
+
+    let lease = store.acquire_lease(id, "node-a", MINUTE).await.unwrap();
+    assert_eq!((lease.holder.as_str(), lease.token), ("node-a", FencingToken(1)));
+    let appended = store.append_messages(id, vec![(text("by a"), MessageEvent::Posted)], Some(lease.token)).await;
+    assert_eq!(appended.unwrap()[0].message.seq, 1);
+    assert_eq!(store.append_event_fenced(id, turn_start(1), lease.token).await.unwrap().seq, Some(2));
+
+    // Another node cannot take a live lease.
+    assert!(matches!(
+        store.acquire_lease(id, "node-b", MINUTE).await,
+        Err(StoreError::LeaseHeld { holder, .. }) if holder == "node-a"
+    ));
+
+    // Once it has expired (a zero TTL expires at once), another node takes it with a new token,
+    // and the old holder's appends are refused and write nothing.
+    let renewed = store.renew_lease(&lease, Duration::ZERO).await.unwrap();
+    assert_eq!(renewed.token, lease.token);
+    let taken = store.acquire_lease(id, "node-b", MINUTE).await.unwrap();
+    assert_eq!(taken.token, FencingToken(2));
+    let refused =
+        store.append_messages(id, vec![(text("by a, too late"), MessageEvent::Posted)], Some(lease.token)).await;
+    assert!(matches!(refused, Err(StoreError::StaleLease(c)) if c == id), "{refused:?}");
+    assert!(matches!(store.append_event_fenced(id, turn_start(2), lease.token).await, Err(StoreError::StaleLease(_))));
+    assert!(matches!(store.renew_lease(&lease, MINUTE).await, Err(StoreError::StaleLease(_))));
+    assert!(matches!(store.release_lease(&lease).await, Err(StoreError::StaleLease(_))));
+    assert_eq!(store.conversation(id).await.unwrap().last_seq, 2);
+    store.append_event_fenced(id, turn_start(2), taken.token).await.unwrap();
+
+    // A released lease fences nothing any more; the next one is newer still.
+    store.release_lease(&taken).await.unwrap();
+    assert!(matches!(store.append_event_fenced(id, turn_start(3), taken.token).await, Err(StoreError::StaleLease(_))));
+    let again = store.acquire_lease(id, "node-a", MINUTE).await.unwrap();
+    assert_eq!(again.token, FencingToken(3));
+
+    // Unfenced appends (one node, no leases) are unaffected; a conversation never leased refuses
+    // every token.
+    store.append_message(id, text("unfenced"), MessageEvent::Posted).await.unwrap();
+    let (never, _) = fixtures::create_conversation(&store).await;
+    assert!(matches!(
+        store.append_event_fenced(never.id, turn_start(1), FencingToken(1)).await,
+        Err(StoreError::StaleLease(_))
+    ));
+    assert!(matches!(
+        store.acquire_lease(ConversationId::new(), "node-a", MINUTE).await,
+        Err(StoreError::ConversationNotFound(_))
+    ));
+}
+
+pub async fn api_keys_are_stored_hashed(store: Arc<SeaStore>) {
+    use colloquy_core_model::ParticipantId;
+    use colloquy_store::{ApiKeyId, NewApiKey};
+    use sea_orm::{ConnectionTrait, Statement};
+
+    let secret = "ck_live_0123456789abcdefghijklmnop".to_owned();
+    let participant = ParticipantId::new();
+    let new = NewApiKey {
+        id: ApiKeyId::new(),
+        secret: secret.clone(),
+        label: Some("laptop".to_owned()),
+        participant: Some(participant),
+        admin: false,
+    };
+    assert!(!format!("{new:?}").contains(&secret), "Debug redacts the secret");
+    let key = store.create_api_key(new.clone()).await.unwrap();
+    assert_eq!((key.participant, key.admin, key.revoked_at), (Some(participant), false, None));
+
+    assert_eq!(store.authenticate_api_key(&secret).await.unwrap(), Some(key.clone()));
+    assert_eq!(store.authenticate_api_key("ck_live_0123456789abcdefghijklmnoq").await.unwrap(), None);
+
+    // Only the hash is in the database.
+    let backend = store.connection().get_database_backend();
+    let rows = store
+        .connection()
+        .query_all_raw(Statement::from_string(backend, "SELECT key_hash FROM api_keys".to_owned()))
+        .await
+        .unwrap();
+    let hash: String = rows[0].try_get("", "key_hash").unwrap();
+    assert_eq!(hash.len(), 64);
+    assert!(!hash.contains(&secret));
+
+    // The same secret twice is refused; too short a secret too.
+    assert!(store.create_api_key(NewApiKey { id: ApiKeyId::new(), ..new.clone() }).await.is_err());
+    let weak = NewApiKey { id: ApiKeyId::new(), secret: "short".to_owned(), ..new };
+    assert!(matches!(store.create_api_key(weak).await, Err(StoreError::WeakApiKey { .. })));
+
+    store.revoke_api_key(key.id).await.unwrap();
+    assert_eq!(store.authenticate_api_key(&secret).await.unwrap(), None);
+    let listed = store.api_keys().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].revoked_at.is_some());
+    assert!(matches!(store.revoke_api_key(ApiKeyId::new()).await, Err(StoreError::ApiKeyNotFound(_))));
+}
+
+pub async fn racing_acquirers_get_one_lease(store: Arc<SeaStore>) {
+    let (conversation, _) = fixtures::create_conversation(&store).await;
+    let id = conversation.id;
+    let tasks: Vec<_> = (0..8)
+        .map(|node| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.acquire_lease(id, &format!("node-{node}"), MINUTE).await })
+        })
+        .collect();
+    let mut won = Vec::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(lease) => won.push(lease),
+            Err(StoreError::LeaseHeld { .. }) => {}
+            Err(other) => panic!("unexpected error: {other}"),
+        }
+    }
+    assert_eq!(won.len(), 1, "exactly one node holds the lease: {won:?}");
+    assert_eq!(won[0].token, FencingToken(1));
+    store.append_event_fenced(id, turn_start(1), won[0].token).await.unwrap();
+}
