@@ -1,4 +1,6 @@
-//! Test support shared by Colloquy's crates: a local server that speaks the OpenAI chat
-//! completions wire format, so the real HTTP clients are exercised without any network.
+//! Test support shared by Colloquy's crates: local servers that speak the OpenAI chat
+//! completions and Anthropic Messages wire formats, so the real HTTP clients are exercised without
+//! any network.
 
+pub mod mock_anthropic;
 pub mod mock_openai;

@@ -1,6 +1,7 @@
 //! `cargo xtask`: every piece of Colloquy's automation, so that "if `cargo xtask ci` passes
 //! locally, CI is green".
 
+mod live_check;
 mod tidy;
 
 use std::process::Command;
@@ -38,6 +39,9 @@ enum Task {
     Tidy,
     /// Migrate the database named by the configuration and exit.
     Migrate,
+    /// Stream a prompt and a calculator tool-call round trip from a real model server (on
+    /// demand, never in CI): `--base-url URL [--model M] [--api-key K] [--kind anthropic]`.
+    LiveCheck(live_check::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -62,6 +66,7 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Tidy => tidy::check(),
         Task::Migrate => run(cargo(&["run", "--package", "colloquy-gateway", "--bin", "colloquy", "--", "migrate"])),
+        Task::LiveCheck(args) => live_check::run(args),
     }
 }
 

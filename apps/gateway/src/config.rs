@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
+use colloquy_llm_providers::ModelPrice;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use secrecy::SecretString;
@@ -54,6 +55,23 @@ pub enum ProviderConfig {
         api_key: Option<SecretString>,
         /// The model agents use when they name none.
         default_model: Option<String>,
+        /// Prices (USD per million tokens) by model, added to or replacing the built-in ones:
+        /// `pricing."my-model" = { input = 0.5, output = 1.5, cache_read = 0.05 }`.
+        #[serde(default)]
+        pricing: BTreeMap<String, ModelPrice>,
+    },
+    /// Anthropic's Messages API.
+    Anthropic {
+        /// The API root.
+        #[serde(default = "anthropic_base_url")]
+        base_url: String,
+        /// The API key; unset means `ANTHROPIC_API_KEY`. Never logged.
+        api_key: Option<SecretString>,
+        /// The model agents use when they name none.
+        default_model: Option<String>,
+        /// Prices (USD per million tokens) by model, added to or replacing the built-in ones.
+        #[serde(default)]
+        pricing: BTreeMap<String, ModelPrice>,
     },
     /// Replays fixed text replies in a cycle: an offline demo and a test double.
     Scripted {
@@ -68,6 +86,13 @@ const KEYS: [&str; 6] = ["listen", "database_url", "max_frame_bytes", "agent", "
 
 /// Where `OpenAI` itself lives.
 pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+
+/// Where Anthropic's API lives.
+pub const ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
+
+fn anthropic_base_url() -> String {
+    ANTHROPIC_BASE_URL.to_owned()
+}
 
 impl Config {
     /// The defaults: 127.0.0.1:8080, `./colloquy.db`, 256 KiB frames, no providers.
@@ -84,7 +109,9 @@ impl Config {
 
     /// Layers the defaults, the TOML file (if it exists), `COLLOQUY_*` variables (`__` separates
     /// nested keys: `COLLOQUY_AGENT__MODEL`), and finally `overrides` (the command-line flags).
-    /// `OPENAI_API_KEY` / `OPENAI_BASE_URL` add an `openai` provider when none is configured.
+    /// With no provider configured, `OPENAI_API_KEY` / `OPENAI_BASE_URL` add an `openai` provider
+    /// and `ANTHROPIC_API_KEY` an `anthropic` one; an `anthropic` provider without `api_key`
+    /// takes `ANTHROPIC_API_KEY`.
     pub fn load(file: &Path, overrides: impl Serialize) -> Result<Self, Box<figment::Error>> {
         let mut config: Self = Figment::from(Serialized::defaults(Self::defaults()))
             .merge(Toml::file(file))
@@ -96,9 +123,8 @@ impl Config {
             .merge(Serialized::defaults(overrides))
             .extract()
             .map_err(Box::new)?;
-        if config.providers.is_empty()
-            && let Ok(key) = std::env::var("OPENAI_API_KEY")
-        {
+        let from_environment = config.providers.is_empty();
+        if from_environment && let Ok(key) = std::env::var("OPENAI_API_KEY") {
             let base_url = std::env::var("OPENAI_BASE_URL").unwrap_or_else(|_| OPENAI_BASE_URL.to_owned());
             config.providers.insert(
                 "openai".to_owned(),
@@ -106,8 +132,25 @@ impl Config {
                     base_url,
                     api_key: Some(SecretString::from(key)),
                     default_model: None,
+                    pricing: BTreeMap::new(),
                 },
             );
+        }
+        if from_environment && std::env::var_os("ANTHROPIC_API_KEY").is_some() {
+            config.providers.insert(
+                "anthropic".to_owned(),
+                ProviderConfig::Anthropic {
+                    base_url: anthropic_base_url(),
+                    api_key: None,
+                    default_model: None,
+                    pricing: BTreeMap::new(),
+                },
+            );
+        }
+        for provider in config.providers.values_mut() {
+            if let ProviderConfig::Anthropic { api_key: api_key @ None, .. } = provider {
+                *api_key = std::env::var("ANTHROPIC_API_KEY").ok().map(SecretString::from);
+            }
         }
         Ok(config)
     }
@@ -123,6 +166,8 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    use secrecy::ExposeSecret;
+
     use super::*;
 
     #[test]
@@ -154,6 +199,36 @@ mod tests {
             assert_eq!(config.agent.system_prompt.as_deref(), Some("file prompt"));
             assert_eq!(config.providers.keys().collect::<Vec<_>>(), ["demo", "local"]);
             assert_eq!(config.database_url, "sqlite://colloquy.db?mode=rwc");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[expect(clippy::result_large_err, reason = "figment's Jail fixes the closure's error type")]
+    fn anthropic_takes_its_key_from_the_environment_and_pricing_from_the_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "colloquy.toml",
+                r#"
+                [providers.claude]
+                kind = "anthropic"
+                [providers.claude.pricing.claude-next]
+                input = 2.0
+                output = 8.0
+                cache_read = 0.2
+                "#,
+            )?;
+            jail.set_env("ANTHROPIC_API_KEY", "sk-ant-from-env");
+            let config = Config::load(Path::new("colloquy.toml"), serde_json::json!({})).map_err(|e| e.to_string())?;
+            let Some(ProviderConfig::Anthropic { base_url, api_key, pricing, .. }) = config.providers.get("claude")
+            else {
+                return Err("expected the anthropic provider".into());
+            };
+            assert_eq!(base_url, ANTHROPIC_BASE_URL);
+            assert_eq!(api_key.as_ref().map(|key| key.expose_secret().to_owned()).as_deref(), Some("sk-ant-from-env"));
+            let expected = ModelPrice { input: 2.0, output: 8.0, cache_read: Some(0.2), cache_write: None };
+            assert_eq!(pricing.get("claude-next"), Some(&expected));
+            assert!(!format!("{config:?}").contains("sk-ant-from-env"));
             Ok(())
         });
     }

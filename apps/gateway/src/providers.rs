@@ -1,13 +1,15 @@
 //! Builds the configured LLM providers and the default agent, discovering a local Ollama server
 //! when nothing is configured.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use colloquy_core_model::AgentSpec;
 use colloquy_engine::ProviderRegistry;
 use colloquy_llm_providers::{
-    LlmProvider, OpenAiCompatible, OpenAiCompatibleConfig, ScriptStep, ScriptedProvider, Unconfigured,
+    Anthropic, AnthropicConfig, LlmProvider, ModelPrice, OpenAiCompatible, OpenAiCompatibleConfig, PriceTable, Priced,
+    RetryPolicy, Retrying, ScriptStep, ScriptedProvider, Unconfigured,
 };
 
 use crate::config::{Config, ProviderConfig};
@@ -17,8 +19,8 @@ const OLLAMA_URL: &str = "http://127.0.0.1:11434";
 /// The name of the stand-in provider that answers every prompt with setup instructions.
 const UNCONFIGURED: &str = "unconfigured";
 /// What to do when no provider is set up; shown at start and in every prompt's error.
-pub const SETUP_HINT: &str = "set OPENAI_API_KEY (and OPENAI_BASE_URL for a compatible server), start Ollama on \
-     127.0.0.1:11434, or declare [providers.NAME] in colloquy.toml (see the README)";
+pub const SETUP_HINT: &str = "set OPENAI_API_KEY (and OPENAI_BASE_URL for a compatible server) or ANTHROPIC_API_KEY, \
+     start Ollama on 127.0.0.1:11434, or declare [providers.NAME] in colloquy.toml (see the README)";
 
 /// The providers and the agent that new conversations get.
 pub struct Providers {
@@ -37,13 +39,25 @@ pub async fn build(config: &Config, builtin_tools: Vec<String>) -> Providers {
     let mut banner = Vec::new();
     for (name, provider) in &config.providers {
         let (provider, model): (Arc<dyn LlmProvider>, String) = match provider {
-            ProviderConfig::OpenaiCompatible { base_url, api_key, default_model } => {
+            ProviderConfig::OpenaiCompatible { base_url, api_key, default_model, pricing } => {
                 banner.push(format!("provider `{name}`: OpenAI-compatible at {base_url}"));
                 let config =
                     OpenAiCompatibleConfig { name: name.clone(), base_url: base_url.clone(), api_key: api_key.clone() };
                 (
-                    Arc::new(OpenAiCompatible::new(config)),
+                    production(OpenAiCompatible::new(config), pricing),
                     default_model.clone().unwrap_or_else(|| "gpt-4o-mini".to_owned()),
+                )
+            }
+            ProviderConfig::Anthropic { base_url, api_key, default_model, pricing } => {
+                banner.push(format!("provider `{name}`: Anthropic at {base_url}"));
+                if api_key.is_none() {
+                    banner.push(format!("provider `{name}`: no API key; set ANTHROPIC_API_KEY or its api_key"));
+                }
+                let config =
+                    AnthropicConfig { name: name.clone(), base_url: base_url.clone(), api_key: api_key.clone() };
+                (
+                    production(Anthropic::new(config), pricing),
+                    default_model.clone().unwrap_or_else(|| "claude-sonnet-4-5".to_owned()),
                 )
             }
             ProviderConfig::Scripted { replies } => {
@@ -66,7 +80,7 @@ pub async fn build(config: &Config, builtin_tools: Vec<String>) -> Providers {
                     base_url: format!("{OLLAMA_URL}/v1"),
                     api_key: None,
                 };
-                registry.insert("ollama".to_owned(), Arc::new(OpenAiCompatible::new(config)));
+                registry.insert("ollama".to_owned(), production(OpenAiCompatible::new(config), &BTreeMap::new()));
                 default_models.push(("ollama".to_owned(), first_model.unwrap_or_else(|| "llama3.2".to_owned())));
             }
             None => {
@@ -95,6 +109,16 @@ pub async fn build(config: &Config, builtin_tools: Vec<String>) -> Providers {
         tools: config.agent.tools.clone().unwrap_or(builtin_tools),
     };
     Providers { registry, default_agent, banner }
+}
+
+/// An HTTP provider as the engine gets it: retried before its first event (default policy) and
+/// priced from the built-in table plus the configuration's `pricing`.
+fn production(provider: impl LlmProvider, pricing: &BTreeMap<String, ModelPrice>) -> Arc<dyn LlmProvider> {
+    let mut prices = PriceTable::builtin();
+    for (model, price) in pricing {
+        prices.insert(model.clone(), *price);
+    }
+    Arc::new(Priced::new(Retrying::new(provider, RetryPolicy::default()), Arc::new(prices)))
 }
 
 /// Asks Ollama for its models; `Some(first model)` when it answers.

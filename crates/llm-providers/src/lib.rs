@@ -4,12 +4,21 @@
 //! deltas, tool-call deltas, usage, finish reason). [`ResponseAccumulator`] folds that stream into
 //! the finished reply; a non-streaming call is the same stream collected.
 //!
+//! Providers: [`OpenAiCompatible`] (OpenAI, Ollama, vLLM, llama.cpp), [`Anthropic`],
+//! [`ScriptedProvider`] and [`Unconfigured`]. Wrappers that work with any of them:
+//! [`Retrying`] (backoff, `Retry-After`, only before the first event) and [`Priced`] (each
+//! reply's cost from a [`PriceTable`]).
+//!
 //! Architecture invariant: nothing here knows about storage, conversations or the gateway; the
 //! engine never branches on which provider it talks to.
 
 mod accumulator;
+mod anthropic;
 mod error;
+mod http;
 mod openai;
+mod pricing;
+mod retry;
 mod scripted;
 
 use std::sync::Arc;
@@ -18,8 +27,11 @@ use colloquy_core_model::{ContentPart, MessageRole, ToolChoice, ToolSpec, Usage}
 use futures::stream::BoxStream;
 
 pub use accumulator::{AssembledResponse, ResponseAccumulator};
+pub use anthropic::{Anthropic, AnthropicConfig};
 pub use error::ProviderError;
 pub use openai::{OpenAiCompatible, OpenAiCompatibleConfig};
+pub use pricing::{ModelPrice, PriceTable, Priced};
+pub use retry::{RetryPolicy, Retrying};
 pub use scripted::{ScriptStep, ScriptedProvider};
 
 /// One message of the prompt, in provider-neutral form.
@@ -98,6 +110,18 @@ pub trait LlmProvider: Send + Sync + 'static {
     /// Starts one request. Errors before the first event (auth, rate limit, unreachable server)
     /// come as the stream's first item; dropping the stream cancels the request.
     fn stream(&self, request: LlmRequest) -> ProviderStream;
+}
+
+/// A shared provider is a provider, so the wrappers ([`Retrying`], [`Priced`]) also take
+/// `Arc<dyn LlmProvider>`.
+impl<P: LlmProvider + ?Sized> LlmProvider for Arc<P> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+
+    fn stream(&self, request: LlmRequest) -> ProviderStream {
+        (**self).stream(request)
+    }
 }
 
 /// A provider that is not configured: every request fails at once with a message saying how to

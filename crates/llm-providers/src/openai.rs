@@ -15,7 +15,6 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::time::Duration;
 
 use async_openai::Client;
 use async_openai::config::OpenAIConfig;
@@ -40,13 +39,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tower::ServiceExt;
 
+use crate::http::{self, ErrorDetails, classify, error_chain, excerpt};
 use crate::{FinishReason, LlmProvider, LlmRequest, ProviderError, ProviderEvent, ProviderStream, RequestMessage};
-
-/// How much of an error body is read; the rest (a proxy's HTML page, say) says nothing more.
-const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
-
-/// How much of a provider's text goes into an error message.
-const MAX_MESSAGE_CHARS: usize = 500;
 
 /// Where and how to reach one OpenAI-compatible server.
 #[derive(Clone)]
@@ -71,7 +65,8 @@ impl fmt::Debug for OpenAiCompatibleConfig {
 }
 
 /// An [`LlmProvider`] over the chat completions API (`POST {base_url}/chat/completions` with
-/// `stream: true`). It never retries: a failed request comes back as one classified error.
+/// `stream: true`). It never retries: a failed request comes back as one classified error (wrap
+/// it in [`crate::Retrying`] to retry).
 #[derive(Clone)]
 pub struct OpenAiCompatible {
     /// The configured name, reported by [`LlmProvider::name`] and in logs.
@@ -97,17 +92,8 @@ impl OpenAiCompatible {
     pub fn new(config: OpenAiCompatibleConfig) -> Self {
         let base_url = config.base_url.trim().trim_end_matches('/').to_owned();
         let key = config.api_key.as_ref().map(|key| key.expose_secret().trim()).filter(|key| !key.is_empty());
-        let (key, key_problem) = match key {
-            Some(key) if !key.bytes().all(|byte| byte == b'\t' || (b' '..=b'~').contains(&byte)) => (
-                None,
-                Some(ProviderError::Auth {
-                    message: "the API key contains characters that cannot be sent in an HTTP header, such as a \
-                              line break"
-                        .to_owned(),
-                }),
-            ),
-            key => (key, None),
-        };
+        let key_problem = key.and_then(http::key_problem);
+        let key = if key_problem.is_some() { None } else { key };
         // Every field is set so that async-openai's defaults, read from OPENAI_* environment
         // variables, never leak into a provider configured to talk to some other server.
         let openai_config = OpenAIConfig::new()
@@ -154,15 +140,12 @@ impl LlmProvider for OpenAiCompatible {
     }
 }
 
-/// reqwest's response, named through async-openai's transport since reqwest is not a dependency.
-type HttpResponse = <ReqwestService as tower::Service<HttpRequestFactory>>::Response;
-
 /// The HTTP transport given to async-openai: plain reqwest, without async-openai's retries, and
 /// with every non-2xx answer turned into a [`ProviderError`] while its status, headers and body
 /// are still at hand. The error travels through async-openai boxed in `OpenAIError::Boxed`.
 fn classifying_transport(
     provider: String,
-) -> impl tower::Service<HttpRequestFactory, Response = HttpResponse, Error = OpenAIError, Future: Send + 'static>
+) -> impl tower::Service<HttpRequestFactory, Response = reqwest::Response, Error = OpenAIError, Future: Send + 'static>
 + Clone
 + Send
 + Sync
@@ -172,38 +155,16 @@ fn classifying_transport(
         let transport = transport.clone();
         let provider = provider.clone();
         async move {
-            let mut response = transport.oneshot(request).await?;
-            let status = response.status();
-            if status.is_success() {
+            let response = transport.oneshot(request).await?;
+            if response.status().is_success() {
                 return Ok(response);
             }
-            let header = |name: &str| response.headers().get(name).and_then(|value| value.to_str().ok());
-            let retry_after = retry_after(header("retry-after-ms"), header("retry-after"));
-            // A body cut short still leaves the status to classify by.
-            let mut body = Vec::new();
-            while body.len() < MAX_ERROR_BODY_BYTES {
-                match response.chunk().await {
-                    Ok(Some(chunk)) => body.extend_from_slice(&chunk),
-                    Ok(None) | Err(_) => break,
-                }
-            }
-            let error = http_error(status.as_u16(), status.canonical_reason(), retry_after, &body);
-            tracing::debug!(provider = %provider, status = status.as_u16(), %error, "the provider refused the request");
+            let status = response.status().as_u16();
+            let error = http::refused(response).await;
+            tracing::debug!(provider = %provider, status, %error, "the provider refused the request");
             Err(OpenAIError::Boxed(Box::new(error)))
         }
     })
-}
-
-/// `Retry-After-Ms` (OpenAI's, in milliseconds) or `Retry-After` in seconds; the HTTP-date form
-/// of `Retry-After` is not understood and gives `None`.
-fn retry_after(millis: Option<&str>, seconds: Option<&str>) -> Option<Duration> {
-    let parse = |value: Option<&str>, scale: f64| {
-        value
-            .and_then(|value| value.trim().parse::<f64>().ok())
-            .filter(|value| value.is_finite() && *value >= 0.0)
-            .and_then(|value| Duration::try_from_secs_f64(value / scale).ok())
-    };
-    parse(millis, 1000.0).or_else(|| parse(seconds, 1.0))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -647,85 +608,6 @@ fn finish_reason(reason: &str) -> FinishReason {
 // ---------------------------------------------------------------------------------------------
 // Errors
 
-/// What an error body says, whichever of the common shapes it has.
-#[derive(Debug, Default, PartialEq)]
-struct ErrorDetails {
-    message: String,
-    code: Option<String>,
-    kind: Option<String>,
-}
-
-impl ErrorDetails {
-    /// Reads `{"error": {"message", "type", "code"}}` (OpenAI, llama.cpp), `{"error": "..."}`
-    /// (Ollama), `{"message", "type", "code"}` (vLLM) and `{"detail": ...}` (FastAPI servers).
-    fn from_json(json: &serde_json::Value) -> Self {
-        let text = |value: Option<&serde_json::Value>| match value {
-            None | Some(serde_json::Value::Null) => None,
-            Some(serde_json::Value::String(text)) => Some(text.clone()),
-            Some(other) => Some(other.to_string()),
-        };
-        let object = match json.get("error") {
-            Some(serde_json::Value::String(message)) => return Self { message: excerpt(message), ..Self::default() },
-            Some(error @ serde_json::Value::Object(_)) => error,
-            _ => json,
-        };
-        let message =
-            text(object.get("message")).or_else(|| text(object.get("detail"))).unwrap_or_else(|| object.to_string());
-        Self { message: excerpt(&message), code: text(object.get("code")), kind: text(object.get("type")) }
-    }
-
-    fn from_api_error(error: ApiError) -> Self {
-        Self { message: excerpt(&error.message), code: error.code, kind: error.r#type }
-    }
-
-    fn is(&self, value: &str) -> bool {
-        self.code.as_deref() == Some(value) || self.kind.as_deref() == Some(value)
-    }
-
-    fn is_context_length(&self) -> bool {
-        // Codes from OpenAI and llama.cpp, then the words of servers that send no code (vLLM).
-        if self.is("context_length_exceeded") || self.is("exceed_context_size_error") {
-            return true;
-        }
-        let message = self.message.to_lowercase();
-        ["maximum context length", "context length exceeded", "exceeds the available context size", "context window"]
-            .iter()
-            .any(|words| message.contains(words))
-    }
-}
-
-/// The error for a non-2xx answer.
-fn http_error(status: u16, reason: Option<&str>, retry_after: Option<Duration>, body: &[u8]) -> ProviderError {
-    let details = match serde_json::from_slice::<serde_json::Value>(body) {
-        Ok(json) => ErrorDetails::from_json(&json),
-        Err(_) => {
-            let text = String::from_utf8_lossy(body);
-            let text = text.trim();
-            let message = if text.is_empty() {
-                format!("HTTP {status} {}", reason.unwrap_or("")).trim_end().to_owned()
-            } else {
-                excerpt(text)
-            };
-            ErrorDetails { message, ..ErrorDetails::default() }
-        }
-    };
-    classify(status, retry_after, details)
-}
-
-fn classify(status: u16, retry_after: Option<Duration>, details: ErrorDetails) -> ProviderError {
-    let message = details.message.clone();
-    match status {
-        401 | 403 => ProviderError::Auth { message },
-        // Out of credit is no rate limit: waiting does not help, the account needs attention.
-        429 if details.is("insufficient_quota") => ProviderError::Auth { message },
-        429 => ProviderError::RateLimited { retry_after, message },
-        400..=499 if details.is_context_length() => ProviderError::ContextLengthExceeded { message },
-        400..=499 => ProviderError::InvalidRequest { message },
-        500..=599 => ProviderError::Server { status, message },
-        _ => ProviderError::MalformedResponse { message: format!("unexpected HTTP status {status}: {message}") },
-    }
-}
-
 /// The error for an error object inside a stream, classified by its numeric `code` when it has
 /// one and as a server failure (500) otherwise, since the HTTP status was already 200.
 fn stream_error(error: &serde_json::Value) -> ProviderError {
@@ -741,6 +623,10 @@ fn stream_error(error: &serde_json::Value) -> ProviderError {
     classify(status, None, details)
 }
 
+fn api_error_details(error: ApiError) -> ErrorDetails {
+    ErrorDetails { message: excerpt(&error.message), code: error.code, kind: error.r#type }
+}
+
 /// Classifies whatever async-openai reports.
 fn provider_error(error: OpenAIError) -> ProviderError {
     match error {
@@ -750,7 +636,7 @@ fn provider_error(error: OpenAIError) -> ProviderError {
         },
         OpenAIError::Reqwest(error) => ProviderError::Network { message: error_chain(&error) },
         OpenAIError::ApiError(response) => {
-            classify(response.status_code.as_u16(), None, ErrorDetails::from_api_error(response.api_error))
+            classify(response.status_code.as_u16(), None, api_error_details(response.api_error))
         }
         OpenAIError::JSONDeserialize(error, content) => ProviderError::MalformedResponse {
             message: format!("a chunk is not a chat completion chunk ({error}): {}", excerpt(&content)),
@@ -767,29 +653,6 @@ fn provider_error(error: OpenAIError) -> ProviderError {
         },
         OpenAIError::InvalidArgument(message) => ProviderError::InvalidRequest { message },
         other => ProviderError::Network { message: other.to_string() },
-    }
-}
-
-/// An error and its sources, as reqwest's own message ("error sending request") hides the cause.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !message.ends_with(&cause_text) {
-            message.push_str(": ");
-            message.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    message
-}
-
-/// At most [`MAX_MESSAGE_CHARS`] characters of `text`.
-fn excerpt(text: &str) -> String {
-    match text.char_indices().nth(MAX_MESSAGE_CHARS) {
-        Some((cut, _)) => format!("{}...", &text[..cut]),
-        None => text.to_owned(),
     }
 }
 
@@ -901,47 +764,6 @@ mod tests {
     fn an_error_inside_the_stream_is_classified() {
         let events = events(vec![json!({"error": {"message": "The server had an error", "type": "server_error"}})]);
         assert_eq!(events[0], Err(ProviderError::Server { status: 500, message: "The server had an error".into() }));
-    }
-
-    #[test]
-    fn error_bodies_of_other_servers_are_understood() {
-        // Ollama: the error is a bare string.
-        assert_eq!(
-            http_error(404, Some("Not Found"), None, br#"{"error":"model \"nope\" not found, try pulling it first"}"#),
-            ProviderError::InvalidRequest { message: "model \"nope\" not found, try pulling it first".into() }
-        );
-        // llama.cpp: a numeric code and its own type for context overflow.
-        assert_eq!(
-            http_error(
-                400,
-                Some("Bad Request"),
-                None,
-                br#"{"error":{"code":400,"message":"the request exceeds the available context size","type":"exceed_context_size_error"}}"#
-            ),
-            ProviderError::ContextLengthExceeded { message: "the request exceeds the available context size".into() }
-        );
-        // A proxy's plain-text answer, and an empty one.
-        assert_eq!(
-            http_error(403, Some("Forbidden"), None, b"forbidden by proxy\n"),
-            ProviderError::Auth { message: "forbidden by proxy".into() }
-        );
-        assert_eq!(
-            http_error(502, Some("Bad Gateway"), None, b""),
-            ProviderError::Server { status: 502, message: "HTTP 502 Bad Gateway".into() }
-        );
-        // Out of credit is not worth retrying.
-        assert_eq!(
-            http_error(429, None, Some(Duration::from_secs(1)), br#"{"error":{"message":"You exceeded your current quota","type":"insufficient_quota","code":"insufficient_quota"}}"#),
-            ProviderError::Auth { message: "You exceeded your current quota".into() }
-        );
-    }
-
-    #[test]
-    fn retry_after_reads_milliseconds_first_then_seconds() {
-        assert_eq!(retry_after(Some("1500"), Some("9")), Some(Duration::from_millis(1500)));
-        assert_eq!(retry_after(None, Some("2")), Some(Duration::from_secs(2)));
-        assert_eq!(retry_after(None, Some("Wed, 21 Oct 2015 07:28:00 GMT")), None);
-        assert_eq!(retry_after(Some("-1"), None), None);
     }
 
     #[test]

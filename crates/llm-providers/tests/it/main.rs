@@ -1,4 +1,6 @@
 //! Integration tests of colloquy-llm-providers: the real HTTP clients against local mock servers
 //! that speak each provider's wire format.
 
+mod anthropic;
 mod openai;
+mod scenarios;
