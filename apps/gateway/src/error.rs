@@ -45,15 +45,23 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
+        let conflict = |code| Self { code, message: error.to_string(), retryable: false, status: StatusCode::CONFLICT };
         match &error {
             StoreError::ConversationNotFound(_) => Self::not_found("conversation_not_found", error.to_string()),
-            StoreError::ConversationNotActive(_) => Self {
-                code: "conversation_not_active",
-                message: error.to_string(),
-                retryable: false,
-                status: StatusCode::CONFLICT,
-            },
-            _ => Self::internal(&error),
+            StoreError::ParticipantNotFound { .. } => Self::not_found("participant_not_found", error.to_string()),
+            StoreError::ApiKeyNotFound(_) => Self::not_found("api_key_not_found", error.to_string()),
+            StoreError::NotAnAgent(_) => Self::bad_request("not_an_agent", error.to_string()),
+            StoreError::SeqOutOfRange { .. } => Self::bad_request("seq_out_of_range", error.to_string()),
+            StoreError::InvalidCursor(_) => Self::bad_request("invalid_cursor", error.to_string()),
+            StoreError::WeakApiKey { .. } => Self::bad_request("weak_api_key", error.to_string()),
+            StoreError::ConversationNotActive(_) => conflict("conversation_not_active"),
+            StoreError::ParticipantAlreadyPresent { .. } => conflict("participant_already_present"),
+            StoreError::InvalidStatusChange { .. } => conflict("invalid_status_change"),
+            StoreError::LeaseHeld { .. } => Self { retryable: true, ..conflict("lease_held") },
+            StoreError::StaleLease(_) => conflict("stale_lease"),
+            StoreError::UnsupportedUrl(_) | StoreError::Database(_) | StoreError::Corrupt { .. } => {
+                Self::internal(&error)
+            }
         }
     }
 }
@@ -72,6 +80,8 @@ impl From<EngineError> for ApiError {
                 Self { code: "busy", message: error.to_string(), retryable: true, status: StatusCode::CONFLICT }
             }
             EngineError::NoSender(_) => Self::bad_request("no_sender", error.to_string()),
+            EngineError::NoAgent(_) => Self::bad_request("no_agent", error.to_string()),
+            EngineError::UnknownTool(_) => Self::bad_request("unknown_tool", error.to_string()),
             EngineError::EmptyMessage => Self::bad_request("empty_message", error.to_string()),
         }
     }

@@ -27,6 +27,21 @@ pub struct CreateConversation {
     user_name: Option<String>,
     /// The agent's display name (default `assistant`).
     agent_name: Option<String>,
+    /// Everyone taking part, for agent-agent and multi-party conversations; replaces the default
+    /// pair of one user and one agent (and `agent`, `user_name`, `agent_name`).
+    participants: Option<Vec<ParticipantSpec>>,
+}
+
+/// One participant of a new conversation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParticipantSpec {
+    kind: ParticipantKind,
+    display_name: String,
+    #[serde(default)]
+    role: ParticipantRole,
+    /// For agents; the configured default agent when absent.
+    agent: Option<AgentSpec>,
 }
 
 /// A conversation with its participants.
@@ -42,23 +57,22 @@ pub async fn create_conversation(
     body: Option<Json<CreateConversation>>,
 ) -> Result<(StatusCode, Json<ConversationView>), ApiError> {
     let body = body.map(|Json(body)| body).unwrap_or_default();
-    let agent = body.agent.unwrap_or_else(|| state.default_agent.clone());
-    if let Some(unknown) = agent.tools.iter().find(|name| !state.engine.tools().registry().contains(name)) {
-        return Err(ApiError::bad_request(
-            "unknown_tool",
-            format!(
-                "there is no tool named `{unknown}`: use some of {}",
-                state.engine.tools().registry().names().join(", ")
-            ),
-        ));
-    }
-    let new = NewConversation {
-        id: ConversationId::new(),
-        kind: body.kind,
-        title: body.title,
-        tags: body.tags,
-        options: body.options,
-        participants: vec![
+    let participants = match body.participants {
+        Some(list) => list
+            .into_iter()
+            .map(|p| {
+                let agent =
+                    (p.kind == ParticipantKind::Agent).then(|| p.agent.unwrap_or_else(|| state.default_agent.clone()));
+                NewParticipant {
+                    id: ParticipantId::new(),
+                    kind: p.kind,
+                    display_name: p.display_name,
+                    role: p.role,
+                    agent,
+                }
+            })
+            .collect(),
+        None => vec![
             NewParticipant {
                 id: ParticipantId::new(),
                 kind: ParticipantKind::User,
@@ -71,9 +85,25 @@ pub async fn create_conversation(
                 kind: ParticipantKind::Agent,
                 display_name: body.agent_name.unwrap_or_else(|| "assistant".to_owned()),
                 role: ParticipantRole::Member,
-                agent: Some(agent),
+                agent: Some(body.agent.unwrap_or_else(|| state.default_agent.clone())),
             },
         ],
+    };
+    let registry = state.engine.tools().registry();
+    let mut tools = participants.iter().filter_map(|p| p.agent.as_ref()).flat_map(|a| &a.tools);
+    if let Some(unknown) = tools.find(|name| !registry.contains(name)) {
+        return Err(ApiError::bad_request(
+            "unknown_tool",
+            format!("there is no tool named `{unknown}`: use some of {}", registry.names().join(", ")),
+        ));
+    }
+    let new = NewConversation {
+        id: ConversationId::new(),
+        kind: body.kind,
+        title: body.title,
+        tags: body.tags,
+        options: body.options,
+        participants,
     };
     let (conversation, participants) = state.engine.store().create_conversation(new).await?;
     Ok((StatusCode::CREATED, Json(ConversationView { conversation, participants })))

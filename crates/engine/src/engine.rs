@@ -66,6 +66,8 @@ struct Runner {
     cancel: CancellationToken,
     /// A message arrived during the turn, so another turn follows it.
     pending: bool,
+    /// The next turn runs even if no message awaits an answer ([`Engine::continue_conversation`]).
+    force: bool,
     /// Becomes `true` when the runner stops, for [`Engine::wait_for_idle`].
     done: watch::Sender<bool>,
 }
@@ -103,6 +105,11 @@ impl Inner {
             self.hub.publish(envelope);
         }
         Ok(appended.message)
+    }
+
+    /// Publishes an event the store has already recorded.
+    pub(crate) fn publish(&self, envelope: EventEnvelope) {
+        self.hub.publish(envelope);
     }
 
     /// Publishes an ephemeral event (not stored, no seq).
@@ -153,10 +160,14 @@ impl Engine {
     pub async fn recover(&self) -> Result<usize, EngineError> {
         let open = self.inner.store.unfinished_turns().await?;
         for (conversation, start_seq) in &open {
-            turn::recover(&self.inner, *conversation, *start_seq).await?;
-            self.schedule(*conversation);
+            turn::recover(&self.inner, *conversation, *start_seq, true).await?;
+            self.schedule(*conversation, false);
         }
         Ok(open.len())
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
     }
 
     /// The store it records into.
@@ -200,7 +211,7 @@ impl Engine {
             self.inner.hub.publish(envelope);
         }
         if !appended.duplicate && sender.kind != ParticipantKind::Agent {
-            self.schedule(conversation);
+            self.schedule(conversation, false);
         }
         Ok(Posted { message: appended.message, duplicate: appended.duplicate })
     }
@@ -226,6 +237,31 @@ impl Engine {
         }
     }
 
+    /// Runs the conversation's (first) agent on the history as it is, without a new message:
+    /// after a failed or stopped turn, or after messages were appended without a turn.
+    pub async fn continue_conversation(&self, conversation: ConversationId) -> Result<(), EngineError> {
+        self.inner.store.conversation(conversation).await?;
+        self.schedule(conversation, true);
+        Ok(())
+    }
+
+    /// Copies the conversation up to and including `at_seq` into a new one. A turn that was
+    /// running at `at_seq` is closed in the copy (`error: interrupted`, with a result for each
+    /// unanswered tool call), so the fork's history is valid; the original is unchanged.
+    pub async fn fork(&self, conversation: ConversationId, at_seq: u64) -> Result<ConversationId, EngineError> {
+        let fork = self.inner.store.fork_conversation(conversation, at_seq, ConversationId::new()).await?;
+        let log = self.inner.store.events_after(fork.id, 0, u64::MAX).await?;
+        let open_turn = log.iter().rev().find_map(|e| match e.event {
+            TurnEvent::AgentStart { .. } => Some(e.seq),
+            TurnEvent::AgentEnd { .. } => Some(None),
+            _ => None,
+        });
+        if let Some(Some(start_seq)) = open_turn {
+            turn::recover(&self.inner, fork.id, start_seq, false).await?;
+        }
+        Ok(fork.id)
+    }
+
     /// Whether a turn is running (or queued) in the conversation.
     pub fn is_busy(&self, conversation: ConversationId) -> bool {
         self.inner.runners().contains_key(&conversation)
@@ -241,15 +277,16 @@ impl Engine {
     }
 
     /// Starts a runner for the conversation, or tells the running one to go again afterwards.
-    fn schedule(&self, conversation: ConversationId) {
+    fn schedule(&self, conversation: ConversationId, force: bool) {
         let mut runners = self.inner.runners();
         if let Some(runner) = runners.get_mut(&conversation) {
             runner.pending = true;
+            runner.force |= force;
             return;
         }
         let cancel = CancellationToken::new();
-        runners
-            .insert(conversation, Runner { cancel: cancel.clone(), pending: false, done: watch::Sender::new(false) });
+        let runner = Runner { cancel: cancel.clone(), pending: false, force, done: watch::Sender::new(false) };
+        runners.insert(conversation, runner);
         drop(runners);
         let inner = Arc::clone(&self.inner);
         tokio::spawn(async move {
@@ -257,7 +294,9 @@ impl Engine {
             let mut answered_through = None;
             loop {
                 // After a turn, look again: prompts queued one at a time wait for their own turn.
-                let answered = turn::run(&inner, conversation, answered_through, cancel.clone()).await;
+                let force =
+                    inner.runners().get_mut(&conversation).is_some_and(|runner| std::mem::take(&mut runner.force));
+                let answered = turn::run(&inner, conversation, answered_through, force, cancel.clone()).await;
                 let mut runners = inner.runners();
                 let Some(runner) = runners.get_mut(&conversation) else { break };
                 if answered.is_some() || runner.pending {

@@ -18,6 +18,12 @@ pub enum EngineError {
     /// The conversation has no participant who could have sent this.
     #[error("conversation {0} has no user or service participant to send as: name a sender")]
     NoSender(ConversationId),
+    /// The conversation has no agent to answer.
+    #[error("conversation {0} has no agent participant: add one with an agent spec")]
+    NoAgent(ConversationId),
+    /// A tool name that is not registered.
+    #[error("there is no tool named `{0}`: use one of the registered tools")]
+    UnknownTool(String),
     /// The message had nothing in it.
     #[error("a message needs at least one content part, e.g. {{\"type\": \"text\", \"text\": \"hello\"}}")]
     EmptyMessage,

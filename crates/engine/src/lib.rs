@@ -11,6 +11,7 @@ mod context;
 mod engine;
 mod error;
 mod fanout;
+mod handle;
 mod responders;
 mod turn;
 
@@ -18,3 +19,4 @@ pub use context::{ContextWindow, MessageTransformer, TransformContext, count_tok
 pub use engine::{Engine, PostMessage, Posted, ProviderRegistry, QueuePolicy};
 pub use error::EngineError;
 pub use fanout::Subscription;
+pub use handle::{ConversationHandle, ConversationState, Generated, generate_with_tools};

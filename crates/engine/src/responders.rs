@@ -45,10 +45,14 @@ pub(crate) fn names(
 
 /// Finds the first message after `answered_through` (or, for a fresh runner, after the last agent
 /// reply) that some agent should answer.
+///
+/// With `force` and nothing awaiting an answer, the first agent answers anyway: it continues
+/// from the history as it is (the seeds' `continue`).
 pub(crate) async fn plan(
     inner: &Inner,
     conversation: ConversationId,
     answered_through: Option<u64>,
+    force: bool,
 ) -> Result<Option<Plan>, StoreError> {
     let record = inner.store.conversation(conversation).await?;
     let participants = inner.store.participants(conversation).await?;
@@ -76,6 +80,11 @@ pub(crate) async fn plan(
             let trigger = message.seq;
             return Ok(Some(Plan { conversation: record, names, history, trigger, responders }));
         }
+    }
+    if force {
+        let trigger = history.last().map_or(0, |m| m.seq);
+        let responders = agents.into_iter().take(1).collect();
+        return Ok(Some(Plan { conversation: record, names, history, trigger, responders }));
     }
     Ok(None)
 }

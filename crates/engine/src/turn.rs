@@ -29,9 +29,10 @@ pub(crate) async fn run(
     inner: &Inner,
     conversation: ConversationId,
     answered_through: Option<u64>,
+    force: bool,
     cancel: CancellationToken,
 ) -> Option<u64> {
-    let plan = match responders::plan(inner, conversation, answered_through).await {
+    let plan = match responders::plan(inner, conversation, answered_through, force).await {
         Ok(Some(plan)) => plan,
         Ok(None) => return None,
         Err(error) => {
@@ -81,7 +82,13 @@ struct Setup {
 /// run again and the turn goes on. Otherwise each unanswered call gets an `interrupted` result
 /// (it may have had side effects, so it is never run twice silently) and the turn ends with
 /// `error: interrupted`. Either way the history is valid for the next request.
-pub(crate) async fn recover(inner: &Inner, conversation: ConversationId, start_seq: u64) -> Result<(), StoreError> {
+/// With `allow_resume` false (a fork taken mid-turn) the turn is always closed.
+pub(crate) async fn recover(
+    inner: &Inner,
+    conversation: ConversationId,
+    start_seq: u64,
+    allow_resume: bool,
+) -> Result<(), StoreError> {
     let log = inner.store.events_after(conversation, start_seq.saturating_sub(1), HISTORY_LIMIT).await?;
     let Some(TurnEvent::AgentStart { turn_id, agent: agent_id }) = log.first().map(|e| e.event.clone()) else {
         return Ok(());
@@ -107,8 +114,9 @@ pub(crate) async fn recover(inner: &Inner, conversation: ConversationId, start_s
     let after = record.last_seq.saturating_sub(HISTORY_LIMIT);
     let history = inner.store.messages_after(conversation, after, HISTORY_LIMIT).await?;
     let pending = unanswered_calls(&history, turn_id);
-    let resumable =
-        !spec.provider.is_empty() && pending.iter().all(|call| inner.tools.registry().is_replay_safe(&call.name));
+    let resumable = allow_resume
+        && !spec.provider.is_empty()
+        && pending.iter().all(|call| inner.tools.registry().is_replay_safe(&call.name));
     tracing::warn!(%conversation, %turn_id, pending = pending.len(), resumable, "recovering a turn left open by a crash");
     let setup = Setup { conversation: record, agent, spec, history, names };
     let mut turn =
@@ -415,15 +423,16 @@ impl Turn<'_> {
     /// must end (cancelled, or the store failed).
     async fn run_tools(&mut self, calls: Vec<ToolCallRequest>, offered: &[String]) -> Option<StopReason> {
         let options = &self.setup.conversation.options;
-        let ctx = ToolContext {
-            conversation_id: self.conversation,
-            caller: self.setup.agent.id,
-            context: options.context.clone(),
-            cancel: self.cancel.child_token(),
-        };
+        let ctx = ToolContext::new(
+            self.conversation,
+            self.setup.agent.id,
+            options.context.clone(),
+            self.cancel.child_token(),
+        );
         let config = ExecutorConfig {
             concurrency: options.tool_concurrency,
             timeout: Duration::from_millis(options.tool_timeout_ms),
+            ..ExecutorConfig::default()
         };
         let mut execution = self.inner.tools.execute(calls.clone(), offered, ctx, config);
         let mut failure = None;
@@ -442,12 +451,32 @@ impl Turn<'_> {
                 ExecutionEvent::Finished { result, .. } => {
                     self.store_result(result.id, result.name, result.content, result.is_error).await
                 }
+                // Live only: a client that reconnects sees the finished call instead.
+                ExecutionEvent::Progress { index, progress } => {
+                    self.tool_update(&calls[index].id, progress);
+                    Ok(())
+                }
+                ExecutionEvent::ApprovalRequested { index } => {
+                    self.tool_update(&calls[index].id, serde_json::json!({ "approval": "requested" }));
+                    Ok(())
+                }
+                ExecutionEvent::CircuitChanged { index, tool, state } => {
+                    self.tool_update(&calls[index].id, serde_json::json!({ "circuit": state, "tool": tool }));
+                    Ok(())
+                }
             };
             if let Err(error) = outcome {
                 failure.get_or_insert(store_failure(&error));
             }
         }
         failure.or_else(|| self.cancel.is_cancelled().then_some(StopReason::Cancelled))
+    }
+
+    /// Publishes a `tool_execution_update` (ephemeral).
+    fn tool_update(&self, tool_call_id: &ToolCallId, progress: serde_json::Value) {
+        let event =
+            TurnEvent::ToolExecutionUpdate { turn_id: self.turn_id, tool_call_id: tool_call_id.clone(), progress };
+        self.inner.emit_ephemeral(self.conversation, event);
     }
 
     /// Answers calls that will not run, so each still has its one result.

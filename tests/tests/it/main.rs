@@ -2,5 +2,6 @@
 //! OpenAI-compatible server, and WebSocket clients speaking the documented protocol.
 
 mod conversation;
+mod multi_party;
 mod protocol_errors;
 mod support;

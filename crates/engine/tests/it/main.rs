@@ -1,5 +1,6 @@
 //! The engine's turn loop against the scripted provider and a real SQLite store.
 
+mod handle;
 mod limits;
 mod policies;
 mod properties;

@@ -113,3 +113,24 @@ fn a_turn_interrupted_while_streaming_after_replay_safe_tools_is_resumed() -> an
         anyhow::Ok(())
     })
 }
+
+#[tokio::test]
+async fn a_fork_taken_mid_turn_closes_the_turn_in_the_copy_only() -> anyhow::Result<()> {
+    let fixture = Fixture::new(vec![ScriptStep::tool_calls(&[("call_w", "wait", "{}")])], Options::default()).await?;
+    let mut events = fixture.subscribe().await?;
+    fixture.prompt("wait").await?;
+    while !matches!(events.next().await?.event, TurnEvent::ToolExecutionStart { .. }) {}
+    let at = fixture.engine.store().conversation(fixture.conversation).await?.last_seq;
+    let fork = fixture.engine.fork(fixture.conversation, at).await?;
+
+    let copy = fixture.engine.store().messages_after(fork, 0, 100).await?;
+    assert_every_call_has_one_result(&copy);
+    let log = fixture.engine.store().events_after(fork, 0, 100).await?;
+    let Some(StopReason::Error { error }) = stop_of(&log) else { panic!("the copy's turn must be closed: {log:?}") };
+    assert_eq!(error.kind, TurnErrorKind::Interrupted);
+    // The original turn is still running, untouched.
+    assert!(fixture.engine.is_busy(fixture.conversation));
+    fixture.engine.cancel(fixture.conversation);
+    assert_eq!(stop_of(&until_agent_end(&mut events).await?), Some(StopReason::Cancelled));
+    Ok(())
+}

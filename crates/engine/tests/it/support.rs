@@ -60,6 +60,27 @@ impl Tool for Flaky {
     }
 }
 
+/// Reports progress twice, then finishes.
+pub struct Reporter;
+
+#[async_trait]
+impl Tool for Reporter {
+    fn name(&self) -> &str {
+        "report"
+    }
+    fn description(&self) -> &str {
+        "reports progress"
+    }
+    fn parameters(&self) -> serde_json::Value {
+        json!({"type": "object"})
+    }
+    async fn execute(&self, _: serde_json::Value, ctx: &ToolContext) -> Result<serde_json::Value, ToolError> {
+        ctx.progress(json!({"percent": 50}));
+        ctx.progress(json!({"percent": 100}));
+        Ok(json!("reported"))
+    }
+}
+
 pub struct Fixture {
     pub engine: Engine,
     pub provider: ScriptedProvider,
@@ -149,6 +170,7 @@ impl Fixture {
         let mut tools = ToolRegistry::with_builtins();
         tools.register(WaitForCancel)?;
         tools.register(Flaky)?;
+        tools.register(Reporter)?;
         let engine = Engine::new(Arc::new(store), providers, ToolExecutor::new(Arc::new(tools)));
         if let Some(conversation) = existing {
             return Ok(Self { engine, provider, conversation, people: std::collections::HashMap::new() });
@@ -164,7 +186,7 @@ impl Fixture {
             provider: "scripted".into(),
             model: "scripted-model".into(),
             system_prompt: Some("Be brief.".into()),
-            tools: vec!["calculator".into(), "wait".into(), "flaky".into()],
+            tools: vec!["calculator".into(), "wait".into(), "flaky".into(), "report".into()],
         };
         engine
             .store()

@@ -60,7 +60,10 @@ async fn a_tool_call_round_trip_emits_well_nested_events_and_ends_the_turn() -> 
     assert_eq!(requests[1].system_prompt.as_deref(), Some("Be brief."));
     let roles: Vec<_> = requests[1].messages.iter().map(|m| m.role.as_str()).collect();
     assert_eq!(roles, ["user", "assistant", "tool", "tool"]);
-    assert_eq!(requests[1].tools.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["calculator", "wait", "flaky"]);
+    assert_eq!(
+        requests[1].tools.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+        ["calculator", "wait", "flaky", "report"]
+    );
     Ok(())
 }
 
@@ -171,5 +174,31 @@ async fn a_prompt_during_a_turn_is_answered_by_the_next_turn_even_after_a_cancel
     // The second request saw both prompts, with the call and its result kept together.
     let roles: Vec<_> = fixture.provider.requests()[1].messages.iter().map(|m| m.role.as_str()).collect();
     assert_eq!(roles, ["user", "assistant", "tool", "user"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn tool_progress_streams_as_ephemeral_tool_execution_updates() -> anyhow::Result<()> {
+    let fixture = Fixture::new(
+        vec![ScriptStep::tool_calls(&[("call_r", "report", "{}")]), ScriptStep::text("done")],
+        Options::default(),
+    )
+    .await?;
+    let mut events = fixture.subscribe().await?;
+    fixture.prompt("report").await?;
+    let events = until_agent_end(&mut events).await?;
+    let updates: Vec<(Option<u64>, serde_json::Value)> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            TurnEvent::ToolExecutionUpdate { progress, .. } => Some((e.seq, progress.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(updates, [(None, serde_json::json!({"percent": 50})), (None, serde_json::json!({"percent": 100}))]);
+    let order: Vec<String> = kinds(&events).into_iter().filter(|k| k.contains("tool_execution")).collect();
+    assert_eq!(
+        order,
+        ["tool_execution_start", "~tool_execution_update", "~tool_execution_update", "tool_execution_end"]
+    );
     Ok(())
 }
