@@ -4,3 +4,4 @@
 
 pub mod mock_anthropic;
 pub mod mock_openai;
+mod server;

@@ -6,17 +6,15 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
 
-use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use axum::routing::post;
 use futures::StreamExt;
-use tokio::sync::oneshot;
+
+use crate::server::{Server, Shared, lock};
 
 /// What the server answers to one request.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,58 +55,37 @@ struct Script {
     requests: Vec<Received>,
 }
 
-type SharedScript = Arc<Mutex<Script>>;
+type SharedScript = Shared<Script>;
 
 /// A running mock server on `127.0.0.1`; it shuts down when dropped.
 #[derive(Debug)]
 pub struct MockAnthropic {
-    /// Where it listens.
-    addr: SocketAddr,
-    /// The replies left and the requests seen.
-    script: SharedScript,
-    /// Dropping it (with the server) stops the server.
-    _shutdown: oneshot::Sender<()>,
+    server: Server<Script>,
 }
 
 impl MockAnthropic {
     /// Starts a server on a free port that answers each request with the next of `replies`; once
     /// they are used up it answers 500 with an `api_error` saying so.
     pub async fn start(replies: Vec<MockReply>) -> anyhow::Result<Self> {
-        let script: SharedScript = Arc::new(Mutex::new(Script { replies: replies.into(), requests: Vec::new() }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let (shutdown, stopped) = oneshot::channel::<()>();
-        let app = Router::new().route("/v1/messages", post(messages)).with_state(script.clone());
-        tokio::spawn(async move {
-            // The only failure is the listener breaking, which the test sees as a network error.
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
-        Ok(Self { addr, script, _shutdown: shutdown })
+        let script = Script { replies: replies.into(), requests: Vec::new() };
+        Ok(Self { server: Server::start(script, "/v1/messages", post(messages)).await? })
     }
 
     /// The API root to configure a client with, `http://127.0.0.1:PORT` (`/v1/messages` is
     /// appended by the client, as for `https://api.anthropic.com`).
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.server.addr)
     }
 
     /// The request bodies received so far, in order.
     pub fn requests(&self) -> Vec<serde_json::Value> {
-        self.lock().requests.iter().map(|request| request.body.clone()).collect()
+        self.server.lock().requests.iter().map(|request| request.body.clone()).collect()
     }
 
     /// The value of header `name` (any case) on each request received so far, in order.
     pub fn header(&self, name: &str) -> Vec<Option<String>> {
         let name = name.to_ascii_lowercase();
-        self.lock().requests.iter().map(|request| request.headers.get(&name).cloned()).collect()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Script> {
-        self.script.lock().unwrap_or_else(PoisonError::into_inner)
+        self.server.lock().requests.iter().map(|request| request.headers.get(&name).cloned()).collect()
     }
 }
 
@@ -120,7 +97,7 @@ async fn messages(State(script): State<SharedScript>, headers: HeaderMap, body: 
         .map(|(name, value)| (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
         .collect();
     let (reply, number) = {
-        let mut script = script.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut script = lock(&script);
         script.requests.push(Received { headers, body });
         (script.replies.pop_front(), script.requests.len())
     };

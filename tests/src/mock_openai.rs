@@ -4,17 +4,15 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
 
-use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use axum::routing::post;
 use futures::StreamExt;
-use tokio::sync::oneshot;
+
+use crate::server::{Server, Shared, lock};
 
 /// What the server answers to one request.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,47 +45,30 @@ struct Script {
     requests: Vec<serde_json::Value>,
 }
 
-type SharedScript = Arc<Mutex<Script>>;
+type SharedScript = Shared<Script>;
 
 /// A running mock server on `127.0.0.1`; it shuts down when dropped.
 #[derive(Debug)]
 pub struct MockOpenAi {
-    /// Where it listens.
-    addr: SocketAddr,
-    /// The replies left and the requests seen.
-    script: SharedScript,
-    /// Dropping it (with the server) stops the server.
-    _shutdown: oneshot::Sender<()>,
+    server: Server<Script>,
 }
 
 impl MockOpenAi {
     /// Starts a server on a free port that answers each request with the next of `replies`; once
     /// they are used up it answers 500 with a JSON error saying so.
     pub async fn start(replies: Vec<MockReply>) -> anyhow::Result<Self> {
-        let script: SharedScript = Arc::new(Mutex::new(Script { replies: replies.into(), requests: Vec::new() }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let (shutdown, stopped) = oneshot::channel::<()>();
-        let app = Router::new().route("/v1/chat/completions", post(chat_completions)).with_state(script.clone());
-        tokio::spawn(async move {
-            // The only failure is the listener breaking, which the test sees as a network error.
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
-        Ok(Self { addr, script, _shutdown: shutdown })
+        let script = Script { replies: replies.into(), requests: Vec::new() };
+        Ok(Self { server: Server::start(script, "/v1/chat/completions", post(chat_completions)).await? })
     }
 
     /// The API root to configure a client with, `http://127.0.0.1:PORT/v1`.
     pub fn base_url(&self) -> String {
-        format!("http://{}/v1", self.addr)
+        format!("http://{}/v1", self.server.addr)
     }
 
     /// The request bodies received so far, in order.
     pub fn requests(&self) -> Vec<serde_json::Value> {
-        self.script.lock().unwrap_or_else(PoisonError::into_inner).requests.clone()
+        self.server.lock().requests.clone()
     }
 }
 
@@ -95,7 +76,7 @@ async fn chat_completions(State(script): State<SharedScript>, body: Bytes) -> Re
     let body = serde_json::from_slice(&body)
         .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into_owned()));
     let (reply, number) = {
-        let mut script = script.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut script = lock(&script);
         script.requests.push(body);
         (script.replies.pop_front(), script.requests.len())
     };

@@ -1,21 +1,17 @@
 //! The Anthropic provider through its real HTTP client against the mock Messages API server.
 
-use std::time::Duration;
-
-use anyhow::Context;
 use colloquy_core_model::{ContentPart, MessageRole, ToolChoice, ToolSpec, Usage};
 use colloquy_llm_providers::{
-    Anthropic, AnthropicConfig, FinishReason, LlmProvider, LlmRequest, ProviderError, ProviderEvent, RequestMessage,
+    Anthropic, AnthropicConfig, FinishReason, LlmRequest, ProviderError, ProviderEvent, RequestMessage,
     ResponseAccumulator,
 };
 use colloquy_tests::mock_anthropic::{MockAnthropic, MockReply, events};
-use futures::StreamExt;
+
+use crate::support::{ask_model, reply};
 use secrecy::SecretString;
 use serde_json::json;
 
 const MODEL: &str = "claude-test";
-
-type EventResult = Result<ProviderEvent, ProviderError>;
 
 fn provider(base_url: String) -> Anthropic {
     Anthropic::new(AnthropicConfig {
@@ -26,22 +22,7 @@ fn provider(base_url: String) -> Anthropic {
 }
 
 fn ask(text: &str) -> LlmRequest {
-    LlmRequest {
-        model: MODEL.into(),
-        system_prompt: None,
-        messages: vec![RequestMessage { role: MessageRole::User, content: vec![ContentPart::text(text)] }],
-        tools: Vec::new(),
-        tool_choice: ToolChoice::Auto,
-        temperature: None,
-        max_tokens: None,
-    }
-}
-
-/// Every item of the reply's stream; a hang fails the test instead of stalling it.
-async fn reply(provider: &Anthropic, request: LlmRequest) -> anyhow::Result<Vec<EventResult>> {
-    tokio::time::timeout(Duration::from_secs(20), provider.stream(request).collect::<Vec<_>>())
-        .await
-        .context("the reply stream did not end")
+    ask_model(MODEL, text)
 }
 
 #[tokio::test]

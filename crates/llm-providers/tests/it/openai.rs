@@ -2,20 +2,18 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
 use colloquy_core_model::{ContentPart, MediaSource, MessageRole, ToolChoice, ToolSpec, Usage};
 use colloquy_llm_providers::{
-    AssembledResponse, FinishReason, LlmProvider, LlmRequest, OpenAiCompatible, OpenAiCompatibleConfig, ProviderError,
+    AssembledResponse, FinishReason, LlmRequest, OpenAiCompatible, OpenAiCompatibleConfig, ProviderError,
     ProviderEvent, RequestMessage, ResponseAccumulator,
 };
 use colloquy_tests::mock_openai::{MockOpenAi, MockReply, chunks};
-use futures::StreamExt;
+
+use crate::support::{EventResult, ask_model, reply};
 use secrecy::SecretString;
 use serde_json::json;
 
 const MODEL: &str = "gpt-test";
-
-type EventResult = Result<ProviderEvent, ProviderError>;
 
 fn provider(base_url: String) -> OpenAiCompatible {
     OpenAiCompatible::new(OpenAiCompatibleConfig {
@@ -26,22 +24,7 @@ fn provider(base_url: String) -> OpenAiCompatible {
 }
 
 fn ask(text: &str) -> LlmRequest {
-    LlmRequest {
-        model: MODEL.into(),
-        system_prompt: None,
-        messages: vec![RequestMessage { role: MessageRole::User, content: vec![ContentPart::text(text)] }],
-        tools: Vec::new(),
-        tool_choice: ToolChoice::Auto,
-        temperature: None,
-        max_tokens: None,
-    }
-}
-
-/// Every item of the reply's stream; a hang fails the test instead of stalling it.
-async fn reply(provider: &OpenAiCompatible, request: LlmRequest) -> anyhow::Result<Vec<EventResult>> {
-    tokio::time::timeout(Duration::from_secs(20), provider.stream(request).collect::<Vec<_>>())
-        .await
-        .context("the reply stream did not end")
+    ask_model(MODEL, text)
 }
 
 /// The error a reply failed with at once, with nothing streamed before it.
