@@ -6,31 +6,48 @@ use std::time::{Duration, Instant};
 
 use colloquy_benches::TurnFixture;
 use colloquy_engine::PostMessage;
+use colloquy_store::Durability;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn engine_turn(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
-    let Ok(runtime) = runtime else { return };
-    let Ok(fixture) = runtime.block_on(TurnFixture::new()) else { return };
-    c.bench_function("engine_turn/4_tools/sqlite", |b| {
-        b.to_async(&runtime).iter_custom(|iters| {
-            let fixture = &fixture;
-            async move {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    // A fresh conversation per turn keeps every turn's history the same size.
-                    let Ok(conversation) = fixture.conversation().await else { continue };
-                    let post = PostMessage::text("compute");
-                    let start = Instant::now();
-                    if fixture.engine.post_message(conversation, post).await.is_ok() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => panic!("cannot start a tokio runtime: {error}"),
+    };
+    for (name, durability) in [("full", Durability::Full), ("normal", Durability::Normal)] {
+        let fixture = match runtime.block_on(TurnFixture::with_durability(durability)) {
+            Ok(fixture) => fixture,
+            Err(error) => panic!("cannot open the bench store: {error}"),
+        };
+        // Measure the right thing: one turn must run both requests and all four tools.
+        if let Err(problem) = runtime.block_on(fixture.check_one_turn()) {
+            panic!("the benched turn is not the one DESIGN §10 describes: {problem}");
+        }
+        c.bench_function(&format!("engine_turn/4_tools/sqlite_{name}"), |b| {
+            b.to_async(&runtime).iter_custom(|iters| {
+                let fixture = &fixture;
+                async move {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        // A fresh conversation per turn keeps every turn's history the same size.
+                        let conversation = match fixture.conversation().await {
+                            Ok(conversation) => conversation,
+                            Err(error) => panic!("cannot create a conversation: {error}"),
+                        };
+                        let start = Instant::now();
+                        if let Err(error) =
+                            fixture.engine.post_message(conversation, PostMessage::text("compute")).await
+                        {
+                            panic!("the prompt was refused: {error}");
+                        }
                         fixture.engine.wait_for_idle(conversation).await;
+                        total += start.elapsed();
                     }
-                    total += start.elapsed();
+                    total
                 }
-                total
-            }
+            });
         });
-    });
+    }
 }
 
 criterion_group!(benches, engine_turn);

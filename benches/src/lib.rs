@@ -4,11 +4,12 @@
 use std::sync::Arc;
 
 use colloquy_core_model::{
-    AgentSpec, ConversationId, ConversationKind, Options, ParticipantId, ParticipantKind, ParticipantRole,
+    AgentSpec, ConversationId, ConversationKind, Options, ParticipantId, ParticipantKind, ParticipantRole, StopReason,
+    TurnEvent,
 };
-use colloquy_engine::{Engine, ProviderRegistry};
+use colloquy_engine::{Engine, PostMessage, ProviderRegistry};
 use colloquy_llm_providers::{ScriptStep, ScriptedProvider};
-use colloquy_store::{NewConversation, NewParticipant, SeaStore, StoreError, StoreOptions};
+use colloquy_store::{Durability, NewConversation, NewParticipant, SeaStore, StoreError, StoreOptions};
 use colloquy_tools::{ToolExecutor, ToolRegistry};
 
 /// An engine whose scripted model answers every prompt like DESIGN §10's turn: one reply with
@@ -21,11 +22,16 @@ pub struct TurnFixture {
 }
 
 impl TurnFixture {
-    /// Opens a fresh SQLite store in a temporary directory.
+    /// Opens a fresh SQLite store in a temporary directory, with the default durability (`Full`).
     pub async fn new() -> Result<Self, StoreError> {
+        Self::with_durability(Durability::Full).await
+    }
+
+    /// Opens a fresh SQLite store in a temporary directory with this durability.
+    pub async fn with_durability(durability: Durability) -> Result<Self, StoreError> {
         let dir = tempfile::tempdir().map_err(|e| StoreError::UnsupportedUrl(e.to_string()))?;
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display());
-        let store = SeaStore::connect(&url, StoreOptions::default()).await?;
+        let store = SeaStore::connect(&url, StoreOptions { durability, ..StoreOptions::default() }).await?;
         let calls: Vec<(String, String)> =
             (0..4).map(|i| (format!("call_{i}"), format!("{{\"expression\": \"{i} * 7\"}}"))).collect();
         let call_refs: Vec<(&str, &str, &str)> =
@@ -71,5 +77,21 @@ impl TurnFixture {
             })
             .await?;
         Ok(id)
+    }
+
+    /// Runs one turn and checks it is the benched scenario: 2 LLM requests, 4 tool calls, and
+    /// `end_turn`.
+    pub async fn check_one_turn(&self) -> Result<(), String> {
+        let conversation = self.conversation().await.map_err(|e| e.to_string())?;
+        self.engine.post_message(conversation, PostMessage::text("compute")).await.map_err(|e| e.to_string())?;
+        self.engine.wait_for_idle(conversation).await;
+        let events = self.engine.store().events_after(conversation, 0, 1000).await.map_err(|e| e.to_string())?;
+        let count = |kind: &str| events.iter().filter(|e| e.event.kind() == kind).count();
+        let ended =
+            events.last().is_some_and(|e| matches!(&e.event, TurnEvent::AgentEnd { stop: StopReason::EndTurn, .. }));
+        match (count("turn_start"), count("tool_execution_end"), ended) {
+            (2, 4, true) => Ok(()),
+            other => Err(format!("(requests, tool results, ended with end_turn) = {other:?}")),
+        }
     }
 }

@@ -27,6 +27,9 @@ pub struct Config {
     pub providers: BTreeMap<String, ProviderConfig>,
     /// With no provider configured, look for an Ollama server on 127.0.0.1:11434 at start.
     pub discover_ollama: bool,
+    /// Conversations without activity for this many hours are deleted (archived ones never
+    /// are); 0 turns the sweeper off.
+    pub conversation_ttl_hours: u64,
 }
 
 /// The default agent.
@@ -82,7 +85,8 @@ pub enum ProviderConfig {
 
 /// The top-level keys, so that other `COLLOQUY_*` variables (`COLLOQUY_CONFIG`, test settings)
 /// are not mistaken for configuration.
-const KEYS: [&str; 6] = ["listen", "database_url", "max_frame_bytes", "agent", "providers", "discover_ollama"];
+const KEYS: [&str; 7] =
+    ["listen", "database_url", "max_frame_bytes", "agent", "providers", "discover_ollama", "conversation_ttl_hours"];
 
 /// Where `OpenAI` itself lives.
 pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
@@ -104,6 +108,7 @@ impl Config {
             "agent": {},
             "providers": {},
             "discover_ollama": true,
+            "conversation_ttl_hours": 24,
         })
     }
 

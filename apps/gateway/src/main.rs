@@ -58,7 +58,13 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!(database = %redact(&config.database_url), "database migrated");
         return Ok(());
     }
+    let ttl_hours = config.conversation_ttl_hours;
     let (state, banner) = AppState::build(config).await?;
+    if ttl_hours > 0 {
+        let inactivity = std::time::Duration::from_secs(ttl_hours * 3600);
+        let policy = colloquy_store::SweepPolicy { inactivity, ..colloquy_store::SweepPolicy::default() };
+        colloquy_store::spawn_sweeper(std::sync::Arc::clone(state.engine.store()), policy);
+    }
     for line in banner {
         tracing::info!("{line}");
     }
