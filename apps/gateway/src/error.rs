@@ -49,6 +49,7 @@ impl From<StoreError> for ApiError {
         match &error {
             StoreError::ConversationNotFound(_) => Self::not_found("conversation_not_found", error.to_string()),
             StoreError::ParticipantNotFound { .. } => Self::not_found("participant_not_found", error.to_string()),
+            StoreError::MessageNotFound { .. } => Self::not_found("message_not_found", error.to_string()),
             StoreError::ApiKeyNotFound(_) => Self::not_found("api_key_not_found", error.to_string()),
             StoreError::NotAnAgent(_) => Self::bad_request("not_an_agent", error.to_string()),
             StoreError::SeqOutOfRange { .. } => Self::bad_request("seq_out_of_range", error.to_string()),
@@ -80,6 +81,7 @@ impl From<EngineError> for ApiError {
                 Self { code: "busy", message: error.to_string(), retryable: true, status: StatusCode::CONFLICT }
             }
             EngineError::NoSender(_) => Self::bad_request("no_sender", error.to_string()),
+            EngineError::InvalidEdit(_) => Self::bad_request("invalid_edit", error.to_string()),
             EngineError::NoAgent(_) => Self::bad_request("no_agent", error.to_string()),
             EngineError::UnknownTool(_) => Self::bad_request("unknown_tool", error.to_string()),
             EngineError::EmptyMessage => Self::bad_request("empty_message", error.to_string()),

@@ -189,6 +189,16 @@ pub enum TurnEvent {
         /// The stored message.
         message: Message,
     },
+    /// A stored message's content was edited (library `update_message`).
+    MessageUpdated {
+        /// The message as it now is (same id and seq).
+        message: Message,
+    },
+    /// A stored message was taken out of the history (library `remove_message`).
+    MessageRemoved {
+        /// The message that is gone.
+        message_id: MessageId,
+    },
     /// A participant joined.
     ParticipantJoined {
         /// Who.
@@ -227,6 +237,8 @@ impl TurnEvent {
             Self::TurnEnd { .. } => "turn_end",
             Self::AgentEnd { .. } => "agent_end",
             Self::MessagePosted { .. } => "message_posted",
+            Self::MessageUpdated { .. } => "message_updated",
+            Self::MessageRemoved { .. } => "message_removed",
             Self::ParticipantJoined { .. } => "participant_joined",
             Self::ParticipantLeft { .. } => "participant_left",
             Self::ConversationUpdated { .. } => "conversation_updated",

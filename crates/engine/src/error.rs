@@ -24,6 +24,9 @@ pub enum EngineError {
     /// A tool name that is not registered.
     #[error("there is no tool named `{0}`: use one of the registered tools")]
     UnknownTool(String),
+    /// An edit of history that would break it (e.g. a tool call without its result).
+    #[error("{0}")]
+    InvalidEdit(String),
     /// The message had nothing in it.
     #[error("a message needs at least one content part, e.g. {{\"type\": \"text\", \"text\": \"hello\"}}")]
     EmptyMessage,

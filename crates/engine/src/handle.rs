@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use colloquy_core_model::{
-    AgentSpec, ContentPart, ConversationId, ConversationKind, Message, MessageRole, NewMessage, Options, Participant,
-    ParticipantId, ParticipantKind, ParticipantRole, StopReason, ToolCallId, Totals, TurnEvent, Usage,
+    AgentSpec, ContentPart, ConversationId, ConversationKind, Message, MessageId, MessageRole, NewMessage, Options,
+    Participant, ParticipantId, ParticipantKind, ParticipantRole, StopReason, ToolCallId, Totals, TurnEvent, Usage,
 };
 use colloquy_llm_providers::LlmProvider;
 use colloquy_store::{MessageEvent, NewConversation, NewParticipant, SeaStore, StoreOptions};
@@ -132,6 +132,76 @@ impl ConversationHandle {
         message.sender = Some(if role == MessageRole::Assistant { self.agent } else { self.user });
         let appended = self.engine.inner().emit_message(self.id, message, MessageEvent::Posted).await?;
         Ok(appended)
+    }
+
+    /// Replaces a stored message's content (same id and seq), for the following requests. An
+    /// assistant message keeps exactly its tool calls; tool results cannot be edited. Refused
+    /// while a turn runs.
+    pub async fn update_message(&self, message: MessageId, content: Vec<ContentPart>) -> Result<Message, EngineError> {
+        let current = self.editable(message).await?;
+        let calls = |content: &[ContentPart]| -> Vec<ToolCallId> {
+            content
+                .iter()
+                .filter_map(|p| match p {
+                    ContentPart::ToolCall { id, .. } => Some(id.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        match current.role {
+            MessageRole::Tool => {
+                return Err(EngineError::InvalidEdit(
+                    "a tool result cannot be edited: remove the assistant message that made the call instead".into(),
+                ));
+            }
+            MessageRole::Assistant if calls(&current.content) != calls(&content) => {
+                return Err(EngineError::InvalidEdit(
+                    "an edited assistant message must keep exactly its tool calls, so each keeps its result".into(),
+                ));
+            }
+            _ => {}
+        }
+        let (updated, event) = self.engine.store().update_message(self.id, message, content).await?;
+        self.engine.inner().publish(event);
+        Ok(updated)
+    }
+
+    /// Takes a message out of the history; an assistant message takes its tool results with it.
+    /// A tool result alone cannot be removed (its call would be left unanswered). Refused while
+    /// a turn runs.
+    pub async fn remove_message(&self, message: MessageId) -> Result<(), EngineError> {
+        let current = self.editable(message).await?;
+        if current.role == MessageRole::Tool {
+            return Err(EngineError::InvalidEdit(
+                "a tool result cannot be removed alone: remove the assistant message that made the call".into(),
+            ));
+        }
+        let calls: Vec<&ToolCallId> = current.tool_calls().map(|(id, _, _)| id).collect();
+        let mut doomed = vec![message];
+        if !calls.is_empty() {
+            doomed.extend(self.history().await?.iter().filter_map(|m| {
+                let answers = m.content.iter().any(
+                    |p| matches!(p, ContentPart::ToolResult { tool_call_id, .. } if calls.contains(&tool_call_id)),
+                );
+                answers.then_some(m.id)
+            }));
+        }
+        for event in self.engine.store().remove_messages(self.id, &doomed).await? {
+            self.engine.inner().publish(event);
+        }
+        Ok(())
+    }
+
+    /// The message, if no turn runs (edits under a running turn would race it).
+    async fn editable(&self, message: MessageId) -> Result<Message, EngineError> {
+        if self.engine.is_busy(self.id) {
+            return Err(EngineError::Busy(self.id));
+        }
+        self.history()
+            .await?
+            .into_iter()
+            .find(|m| m.id == message)
+            .ok_or(EngineError::Store(colloquy_store::StoreError::MessageNotFound { conversation: self.id, message }))
     }
 
     /// Stores application data in history; it is streamed to clients but never sent to a model.

@@ -21,6 +21,14 @@ pub enum StoreError {
         /// The missing participant.
         participant: colloquy_core_model::ParticipantId,
     },
+    /// The caller named a message that is not in the conversation.
+    #[error("message {message} is not part of conversation {conversation}: check the id")]
+    MessageNotFound {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The missing message.
+        message: colloquy_core_model::MessageId,
+    },
     /// Only agents have a spec to change.
     #[error("participant {0} is not an agent: only agents have a provider, model, prompt and tools")]
     NotAnAgent(colloquy_core_model::ParticipantId),
@@ -106,6 +114,7 @@ impl StoreError {
             Self::ConversationNotFound(_)
                 | Self::ConversationNotActive(_)
                 | Self::ParticipantNotFound { .. }
+                | Self::MessageNotFound { .. }
                 | Self::NotAnAgent(_)
                 | Self::ParticipantAlreadyPresent { .. }
                 | Self::InvalidStatusChange { .. }

@@ -19,8 +19,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use colloquy_core_model::{
-    AgentSpec, Conversation, ConversationId, ConversationKind, ConversationStatus, EventEnvelope, Message, NewMessage,
-    Options, Participant, ParticipantId, ParticipantKind, ParticipantRole, Timestamp, ToolCallId, TurnEvent, TurnId,
+    AgentSpec, ContentPart, Conversation, ConversationId, ConversationKind, ConversationStatus, EventEnvelope, Message,
+    MessageId, NewMessage, Options, Participant, ParticipantId, ParticipantKind, ParticipantRole, Timestamp,
+    ToolCallId, TurnEvent, TurnId,
 };
 
 pub use api_key::{ApiKey, ApiKeyId, NewApiKey};
@@ -141,6 +142,23 @@ pub trait ConversationStore: Send + Sync + 'static {
         after_seq: u64,
         limit: u64,
     ) -> Result<Vec<Message>, StoreError>;
+
+    /// Replaces the content of a stored message, keeping its id, seq and usage, and writes
+    /// `message_updated` under the next seq, in one transaction.
+    async fn update_message(
+        &self,
+        conversation: ConversationId,
+        message: MessageId,
+        content: Vec<ContentPart>,
+    ) -> Result<(Message, EventEnvelope), StoreError>;
+
+    /// Deletes stored messages and writes one `message_removed` per message, lowering the
+    /// conversation's totals, in one transaction. Nothing is deleted if one is missing.
+    async fn remove_messages(
+        &self,
+        conversation: ConversationId,
+        messages: &[MessageId],
+    ) -> Result<Vec<EventEnvelope>, StoreError>;
 
     /// Replaces how an agent participant answers (provider, model, system prompt, tools).
     async fn update_agent(

@@ -8,6 +8,7 @@ mod agents;
 mod api_keys;
 mod append;
 mod conversations;
+mod edits;
 mod events;
 mod history;
 mod leases;
@@ -349,6 +350,37 @@ impl ConversationStore for SeaStore {
             .into_iter()
             .map(messages::Model::into_domain)
             .collect()
+    }
+
+    async fn update_message(
+        &self,
+        conversation: ConversationId,
+        message: colloquy_core_model::MessageId,
+        content: Vec<colloquy_core_model::ContentPart>,
+    ) -> Result<(Message, EventEnvelope), StoreError> {
+        let (_writer, txn) = self.begin_write().await?;
+        match edits::update_message(&txn, conversation, message, content, now()).await {
+            Ok(updated) => {
+                txn.commit().await?;
+                Ok(updated)
+            }
+            Err(err) => abort(txn, err).await,
+        }
+    }
+
+    async fn remove_messages(
+        &self,
+        conversation: ConversationId,
+        messages: &[colloquy_core_model::MessageId],
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        let (_writer, txn) = self.begin_write().await?;
+        match edits::remove_messages(&txn, conversation, messages, now()).await {
+            Ok(events) => {
+                txn.commit().await?;
+                Ok(events)
+            }
+            Err(err) => abort(txn, err).await,
+        }
     }
 
     async fn update_agent(

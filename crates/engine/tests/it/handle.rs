@@ -50,6 +50,28 @@ async fn a_handle_prompts_continues_changes_its_agent_and_resets() -> anyhow::Re
     assert!(!state.is_streaming && state.pending_tool_calls.is_empty());
     assert_eq!(state.totals.messages, 6);
 
+    // Editing history: text can change, a tool result alone can neither change nor go, and an
+    // assistant message with calls takes its results with it.
+    let history = handle.history().await?;
+    let prompt = &history[0];
+    let edited = handle.update_message(prompt.id, vec![ContentPart::text("What is 2+2, exactly?")]).await?;
+    assert_eq!((edited.seq, edited.text()), (prompt.seq, "What is 2+2, exactly?".to_owned()));
+    let tool_result = history.iter().find(|m| m.role == MessageRole::Tool).map(|m| m.id).unwrap_or_default();
+    assert!(matches!(handle.remove_message(tool_result).await, Err(colloquy_engine::EngineError::InvalidEdit(_))));
+    assert!(matches!(
+        handle.update_message(history[1].id, vec![ContentPart::text("no calls")]).await,
+        Err(colloquy_engine::EngineError::InvalidEdit(_))
+    ));
+    let before = handle.state().await?.totals;
+    handle.remove_message(history[1].id).await?;
+    let after = handle.history().await?;
+    assert_eq!(after.len(), history.len() - 2, "the call and its result are gone");
+    assert!(after.iter().all(|m| m.role != MessageRole::Tool));
+    let totals = handle.state().await?.totals;
+    assert_eq!(totals.messages, before.messages - 2);
+    assert_eq!(totals.input_tokens, before.input_tokens - 10);
+    assert!(handle.state().await?.pending_tool_calls.is_empty());
+
     let fork = handle.fork(None).await?;
     assert_eq!(fork.history().await?.len(), handle.history().await?.len());
     assert_ne!(fork.id(), handle.id());

@@ -244,3 +244,34 @@ pub async fn failed_transaction_leaves_nothing_behind(store: Arc<SeaStore>) {
     // The next append takes the next seq as if nothing had happened.
     assert_eq!(store.append_message(id, text("next"), MessageEvent::Posted).await.unwrap().message.seq, 2);
 }
+
+pub async fn edits_rewrite_and_remove_messages_with_events_and_totals(store: Arc<SeaStore>) {
+    let (conversation, _) = fixtures::create_conversation(&store).await;
+    let id = conversation.id;
+    let first = store.append_message(id, text("teh typo"), MessageEvent::Posted).await.unwrap().message;
+    let costly = NewMessage {
+        usage: Some(Usage { input_tokens: 100, output_tokens: 20, cost_usd: Some(0.5), ..Usage::default() }),
+        ..text("a reply")
+    };
+    let second = store.append_message(id, costly, MessageEvent::Posted).await.unwrap().message;
+
+    let (edited, event) = store.update_message(id, first.id, vec![ContentPart::text("the typo, fixed")]).await.unwrap();
+    assert_eq!((edited.id, edited.seq, edited.text()), (first.id, first.seq, "the typo, fixed".to_owned()));
+    assert_eq!((event.seq, event.event), (Some(3), TurnEvent::MessageUpdated { message: edited.clone() }));
+    assert_eq!(store.messages_after(id, 0, 10).await.unwrap()[0], edited);
+
+    let removed = store.remove_messages(id, &[second.id]).await.unwrap();
+    assert_eq!(removed.iter().map(|e| e.seq).collect::<Vec<_>>(), [Some(4)]);
+    assert_eq!(removed[0].event, TurnEvent::MessageRemoved { message_id: second.id });
+    let after = store.conversation(id).await.unwrap();
+    assert_eq!((after.totals.messages, after.totals.input_tokens, after.totals.output_tokens), (1, 0, 0));
+    assert!(after.totals.cost_usd.abs() < 1e-9);
+    assert_eq!(store.messages_after(id, 0, 10).await.unwrap(), vec![edited]);
+
+    // A missing message changes nothing.
+    let missing = colloquy_core_model::MessageId::new();
+    let err = store.remove_messages(id, &[first.id, missing]).await.unwrap_err();
+    assert!(matches!(err, StoreError::MessageNotFound { message, .. } if message == missing), "{err}");
+    assert_eq!(store.messages_after(id, 0, 10).await.unwrap().len(), 1);
+    assert_eq!(store.conversation(id).await.unwrap().last_seq, 4);
+}

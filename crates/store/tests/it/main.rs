@@ -64,6 +64,7 @@ suite!(
     appends::retried_client_msg_id_is_stored_once,
     appends::totals_follow_appended_messages,
     appends::closed_conversation_refuses_messages,
+    appends::edits_rewrite_and_remove_messages_with_events_and_totals,
     appends::batch_appends_take_consecutive_seqs_once,
     appends::failed_transaction_leaves_nothing_behind,
     records::updates_write_one_event_with_the_changes,
