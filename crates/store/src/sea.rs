@@ -359,13 +359,8 @@ impl ConversationStore for SeaStore {
         content: Vec<colloquy_core_model::ContentPart>,
     ) -> Result<(Message, EventEnvelope), StoreError> {
         let (_writer, txn) = self.begin_write().await?;
-        match edits::update_message(&txn, conversation, message, content, now()).await {
-            Ok(updated) => {
-                txn.commit().await?;
-                Ok(updated)
-            }
-            Err(err) => abort(txn, err).await,
-        }
+        let outcome = edits::update_message(&txn, conversation, message, content, now()).await;
+        commit_or_abort(txn, outcome).await
     }
 
     async fn remove_messages(
@@ -374,13 +369,8 @@ impl ConversationStore for SeaStore {
         messages: &[colloquy_core_model::MessageId],
     ) -> Result<Vec<EventEnvelope>, StoreError> {
         let (_writer, txn) = self.begin_write().await?;
-        match edits::remove_messages(&txn, conversation, messages, now()).await {
-            Ok(events) => {
-                txn.commit().await?;
-                Ok(events)
-            }
-            Err(err) => abort(txn, err).await,
-        }
+        let outcome = edits::remove_messages(&txn, conversation, messages, now()).await;
+        commit_or_abort(txn, outcome).await
     }
 
     async fn update_agent(
@@ -390,9 +380,8 @@ impl ConversationStore for SeaStore {
         spec: colloquy_core_model::AgentSpec,
     ) -> Result<Participant, StoreError> {
         let (_writer, txn) = self.begin_write().await?;
-        let participant = agents::update_agent(&txn, conversation, participant, &spec).await?;
-        txn.commit().await?;
-        Ok(participant)
+        let outcome = agents::update_agent(&txn, conversation, participant, &spec).await;
+        commit_or_abort(txn, outcome).await
     }
 
     async fn unfinished_turns(&self) -> Result<Vec<(ConversationId, u64)>, StoreError> {
@@ -656,6 +645,17 @@ impl ConversationStore for SeaStore {
 
 /// Rolls `txn` back and fails with `err`. An explicit rollback (rather than a dropped
 /// transaction) frees SQLite's write lock before the caller releases the writer mutex.
+/// Commits `txn` if `outcome` is a success, else rolls it back and returns the error.
+async fn commit_or_abort<T>(txn: DatabaseTransaction, outcome: Result<T, StoreError>) -> Result<T, StoreError> {
+    match outcome {
+        Ok(value) => {
+            txn.commit().await?;
+            Ok(value)
+        }
+        Err(err) => abort(txn, err).await,
+    }
+}
+
 async fn abort<T>(txn: DatabaseTransaction, err: StoreError) -> Result<T, StoreError> {
     txn.rollback().await?;
     Err(err)
