@@ -8,6 +8,7 @@ use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_initial;
 mod m20261122_000002_records;
+mod m20261122_000003_message_temperature;
 
 /// Every migration of the Colloquy schema, oldest first.
 pub struct Migrator;
@@ -15,6 +16,10 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261122_000001_initial::Migration), Box::new(m20261122_000002_records::Migration)]
+        vec![
+            Box::new(m20261122_000001_initial::Migration),
+            Box::new(m20261122_000002_records::Migration),
+            Box::new(m20261122_000003_message_temperature::Migration),
+        ]
     }
 }

@@ -170,6 +170,9 @@ pub struct Message {
     /// The provider that served the model.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
+    /// The sampling temperature the reply was generated with, when one was set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
     /// Time from request to the last streamed byte, in milliseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<u64>,
@@ -224,6 +227,8 @@ pub struct NewMessage {
     pub model: Option<String>,
     /// See [`Message::provider`].
     pub provider: Option<String>,
+    /// See [`Message::temperature`].
+    pub temperature: Option<f32>,
     /// See [`Message::latency_ms`].
     pub latency_ms: Option<u64>,
     /// See [`Message::client_msg_id`].
@@ -244,6 +249,7 @@ impl NewMessage {
             usage: None,
             model: None,
             provider: None,
+            temperature: None,
             latency_ms: None,
             client_msg_id: None,
             metadata: serde_json::Value::Null,
@@ -263,6 +269,7 @@ impl NewMessage {
             usage: self.usage,
             model: self.model,
             provider: self.provider,
+            temperature: self.temperature,
             latency_ms: self.latency_ms,
             client_msg_id: self.client_msg_id,
             created_at,

@@ -356,7 +356,7 @@ impl Turn<'_> {
         if let Err(error) = self.emit(start).await {
             return Reply::Stopped(store_failure(&error));
         }
-        let model = request.model.clone();
+        let (model, temperature) = (request.model.clone(), request.temperature);
         let started = Instant::now();
         let mut stream = provider.stream(request);
         let mut accumulator = ResponseAccumulator::new();
@@ -406,6 +406,7 @@ impl Turn<'_> {
         message.usage = Some(response.usage);
         message.model = Some(model);
         message.provider = Some(provider.name().to_owned());
+        message.temperature = temperature;
         message.latency_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
         if interrupted.is_some() {
             message.metadata = serde_json::json!({ "incomplete": true });

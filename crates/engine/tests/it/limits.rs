@@ -141,3 +141,19 @@ async fn tool_choice_function_offers_only_that_tool_and_refuses_calls_to_others(
     assert!(!results[1].2, "{results:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_reply_records_the_model_provider_and_temperature_it_was_made_with() -> anyhow::Result<()> {
+    let options = Options { temperature: Some(0.3), ..Options::default() };
+    let fixture = Fixture::new(vec![ScriptStep::text("warm")], options).await?;
+    let mut events = fixture.subscribe().await?;
+    fixture.prompt("hi").await?;
+    until_agent_end(&mut events).await?;
+    let reply = fixture.history().await?.pop().unwrap_or_else(|| panic!("no reply"));
+    assert_eq!(
+        (reply.model.as_deref(), reply.provider.as_deref(), reply.temperature),
+        (Some("scripted-model"), Some("scripted"), Some(0.3))
+    );
+    assert_eq!(fixture.provider.requests()[0].temperature, Some(0.3));
+    Ok(())
+}

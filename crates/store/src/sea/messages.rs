@@ -35,6 +35,8 @@ pub struct Model {
     pub search_text: Option<String>,
     pub model: Option<String>,
     pub provider: Option<String>,
+    /// The sampling temperature of a reply, when one was set.
+    pub temperature: Option<f64>,
     pub latency_ms: Option<i64>,
     pub client_msg_id: Option<String>,
     pub created_at: DateTimeUtc,
@@ -84,6 +86,7 @@ pub(super) fn new_row(message: &Message) -> Result<ActiveModel, StoreError> {
         search_text: Set((!texts.is_empty()).then(|| texts.join(" "))),
         model: Set(message.model.clone()),
         provider: Set(message.provider.clone()),
+        temperature: Set(message.temperature.map(f64::from)),
         latency_ms: Set(message.latency_ms.map(to_db_count)),
         client_msg_id: Set(message.client_msg_id.clone()),
         created_at: Set(message.created_at),
@@ -117,6 +120,8 @@ impl Model {
             usage,
             model: self.model,
             provider: self.provider,
+            // Stored from an f32, so the narrowing gives back exactly the value written.
+            temperature: self.temperature.map(|t| t as f32),
             latency_ms: self.latency_ms.map(|ms| from_db_count(ms, "messages.latency_ms")).transpose()?,
             client_msg_id: self.client_msg_id,
             created_at: self.created_at,

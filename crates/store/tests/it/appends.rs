@@ -53,6 +53,7 @@ pub async fn appended_message_reads_back_unchanged(store: Arc<SeaStore>) {
         }),
         model: Some("gpt-test".to_owned()),
         provider: Some("scripted".to_owned()),
+        temperature: Some(0.7),
         latency_ms: Some(842),
         client_msg_id: Some("reply-1".to_owned()),
         metadata: serde_json::json!({"lang": "en", "scores": [0.25, 1e-9]}),
