@@ -20,6 +20,10 @@ const SERVING: &[&str] = &["axum", "hyper", "tokio-tungstenite", "tower-http"];
 /// Outside crates that mean SQL.
 const SQL: &[&str] = &["sea-orm", "sea-orm-migration", "sqlx"];
 
+/// Every library crate: what the gateway and the benches build on.
+const ENGINE_AND_BELOW: &[&str] =
+    &["colloquy-core-model", "colloquy-store", "colloquy-tools", "colloquy-llm-providers", "colloquy-engine"];
+
 const RULES: &[Rule] = &[
     Rule { package: "colloquy-core-model", may_use: &[], must_not_use: IO },
     Rule { package: "colloquy-migrations", may_use: &[], must_not_use: SERVING },
@@ -39,29 +43,9 @@ const RULES: &[Rule] = &[
         may_use: &["colloquy-core-model", "colloquy-store", "colloquy-tools", "colloquy-llm-providers"],
         must_not_use: &["axum", "hyper", "tokio-tungstenite", "tower-http", "sea-orm", "sqlx", "reqwest"],
     },
-    Rule {
-        package: "colloquy-gateway",
-        may_use: &[
-            "colloquy-core-model",
-            "colloquy-store",
-            "colloquy-tools",
-            "colloquy-llm-providers",
-            "colloquy-engine",
-        ],
-        must_not_use: SQL,
-    },
+    Rule { package: "colloquy-gateway", may_use: ENGINE_AND_BELOW, must_not_use: SQL },
     Rule { package: "colloquy-tests", may_use: &[], must_not_use: SQL },
-    Rule {
-        package: "colloquy-benches",
-        may_use: &[
-            "colloquy-core-model",
-            "colloquy-store",
-            "colloquy-tools",
-            "colloquy-llm-providers",
-            "colloquy-engine",
-        ],
-        must_not_use: &[],
-    },
+    Rule { package: "colloquy-benches", may_use: ENGINE_AND_BELOW, must_not_use: &[] },
     // The live check drives a real provider, so xtask may use the providers and their types.
     Rule { package: "xtask", may_use: &["colloquy-core-model", "colloquy-llm-providers"], must_not_use: &[] },
 ];
