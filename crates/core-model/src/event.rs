@@ -184,9 +184,19 @@ pub enum TurnEvent {
         /// Tokens and cost over all its LLM requests.
         usage: Usage,
     },
-    /// Someone posted a message.
+    /// Someone posted a message and it joined the history: at once when no turn was running,
+    /// otherwise at the turn boundary after the turn that was running when it arrived (it was
+    /// `message_queued` until then). Its `seq` is this event's: history in seq order is the
+    /// order the models see.
     MessagePosted {
         /// The stored message.
+        message: Message,
+    },
+    /// Someone posted a message while a turn was running: it is stored (the sender's ack is
+    /// final) and waits for the turn boundary, where `message_posted` brings it into the history
+    /// with a new seq. Queued messages are not part of the history until then.
+    MessageQueued {
+        /// The stored message, with the seq of this event.
         message: Message,
     },
     /// A stored message's content was edited (library `update_message`).
@@ -237,6 +247,7 @@ impl TurnEvent {
             Self::TurnEnd { .. } => "turn_end",
             Self::AgentEnd { .. } => "agent_end",
             Self::MessagePosted { .. } => "message_posted",
+            Self::MessageQueued { .. } => "message_queued",
             Self::MessageUpdated { .. } => "message_updated",
             Self::MessageRemoved { .. } => "message_removed",
             Self::ParticipantJoined { .. } => "participant_joined",

@@ -7,6 +7,7 @@
 mod conversation;
 mod event;
 mod ids;
+pub mod limits;
 mod message;
 mod options;
 mod participant;

@@ -35,7 +35,7 @@ impl MessageRole {
 
 /// Where an attachment's bytes are.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum MediaSource {
     /// Inline, base64-encoded.
     Base64 {
@@ -51,9 +51,10 @@ pub enum MediaSource {
     },
 }
 
-/// One part of a message's content.
+/// One part of a message's content. Unknown fields are refused, so a misspelt field is an
+/// error rather than silently dropped data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ContentPart {
     /// Plain text.
     Text {
@@ -103,6 +104,40 @@ impl ContentPart {
     /// A text part.
     pub fn text(text: impl Into<String>) -> Self {
         Self::Text { text: text.into() }
+    }
+
+    /// The part's `type` name on the wire.
+    pub const fn kind(&self) -> &'static str {
+        match self {
+            Self::Text { .. } => "text",
+            Self::Image { .. } => "image",
+            Self::File { .. } => "file",
+            Self::ToolCall { .. } => "tool_call",
+            Self::ToolResult { .. } => "tool_result",
+            Self::Custom { .. } => "custom",
+        }
+    }
+
+    /// Whether the part says nothing: text that is empty once trimmed, an attachment with no
+    /// data or URL, or a custom value that is `null`, `{}`, `[]` or an empty string.
+    pub fn is_empty(&self) -> bool {
+        let blank_source = |source: &MediaSource| match source {
+            MediaSource::Base64 { data, .. } => data.trim().is_empty(),
+            MediaSource::Url { url } => url.trim().is_empty(),
+        };
+        match self {
+            Self::Text { text } => text.trim().is_empty(),
+            Self::Image { source } | Self::File { source, .. } => blank_source(source),
+            Self::ToolCall { name, .. } => name.is_empty(),
+            Self::ToolResult { .. } => false,
+            Self::Custom { value } => match value {
+                serde_json::Value::Null => true,
+                serde_json::Value::String(s) => s.trim().is_empty(),
+                serde_json::Value::Array(items) => items.is_empty(),
+                serde_json::Value::Object(map) => map.is_empty(),
+                serde_json::Value::Bool(_) | serde_json::Value::Number(_) => false,
+            },
+        }
     }
 }
 

@@ -114,6 +114,7 @@ fn any_event() -> impl Strategy<Value = TurnEvent> {
         }),
         (any_stop(), any_usage()).prop_map(move |(stop, usage)| TurnEvent::AgentEnd { turn_id, stop, usage }),
         any_message().prop_map(|message| TurnEvent::MessagePosted { message }),
+        any_message().prop_map(|message| TurnEvent::MessageQueued { message }),
     ]
 }
 
@@ -176,4 +177,65 @@ fn ids_parse_with_a_clear_error() {
     assert_eq!(id.to_string().parse::<ConversationId>(), Ok(id));
     let err = "nope".parse::<ConversationId>().map(|_| ()).unwrap_err();
     assert!(err.to_string().contains("not a valid conversation id"), "{err}");
+}
+
+#[test]
+fn content_parts_refuse_unknown_fields() {
+    let misspelt = serde_json::json!({"type": "text", "txt": "hello"});
+    assert!(serde_json::from_value::<ContentPart>(misspelt).is_err());
+    let extra = serde_json::json!({"type": "text", "text": "hello", "role": "system"});
+    assert!(serde_json::from_value::<ContentPart>(extra).is_err());
+    let source = serde_json::json!({"type": "image", "source": {"type": "url", "url": "https://x", "x": 1}});
+    assert!(serde_json::from_value::<ContentPart>(source).is_err());
+    let fine = serde_json::json!({"type": "text", "text": "hello"});
+    assert_eq!(serde_json::from_value::<ContentPart>(fine).ok(), Some(ContentPart::text("hello")));
+}
+
+#[test]
+fn empty_parts_are_the_ones_that_say_nothing() {
+    for empty in [
+        ContentPart::text(""),
+        ContentPart::text(" \n\t"),
+        ContentPart::Custom { value: serde_json::Value::Null },
+        ContentPart::Custom { value: serde_json::json!({}) },
+        ContentPart::Custom { value: serde_json::json!([]) },
+        ContentPart::Custom { value: serde_json::json!("  ") },
+    ] {
+        assert!(empty.is_empty(), "{empty:?}");
+    }
+    for full in [
+        ContentPart::text(" a "),
+        ContentPart::Custom { value: serde_json::json!(0) },
+        ContentPart::Custom { value: serde_json::json!({"a": null}) },
+    ] {
+        assert!(!full.is_empty(), "{full:?}");
+    }
+}
+
+/// A value nested `depth` arrays deep around a number.
+fn nested(depth: usize) -> serde_json::Value {
+    (0..depth).fold(serde_json::json!(1), |inner, _| serde_json::Value::Array(vec![inner]))
+}
+
+#[test]
+fn json_depth_counts_nested_containers() {
+    use colloquy_core_model::limits::json_depth;
+    assert_eq!(json_depth(&serde_json::json!(1)), 0);
+    assert_eq!(json_depth(&serde_json::json!([])), 1);
+    assert_eq!(json_depth(&serde_json::json!({"a": [1, {"b": []}], "c": 2})), 4);
+    assert_eq!(json_depth(&nested(1_000)), 1_000);
+}
+
+proptest! {
+    #[test]
+    fn json_depth_matches_serde_jsons_recursion_limit(depth in 0usize..200) {
+        // serde_json refuses to parse 128 or more nested levels; json_depth agrees on where that
+        // line is, so the limits below it are real.
+        let text = serde_json::to_string(&nested(depth)).unwrap_or_default();
+        let parsed = serde_json::from_str::<serde_json::Value>(&text);
+        prop_assert_eq!(parsed.is_ok(), depth < 128);
+        if let Ok(value) = parsed {
+            prop_assert_eq!(colloquy_core_model::limits::json_depth(&value), depth);
+        }
+    }
 }
