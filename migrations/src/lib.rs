@@ -9,6 +9,7 @@ use sea_orm_migration::prelude::*;
 mod m20261122_000001_initial;
 mod m20261122_000002_records;
 mod m20261122_000003_message_temperature;
+mod m20261202_000004_queued_messages;
 
 /// Every migration of the Colloquy schema, oldest first.
 pub struct Migrator;
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_initial::Migration),
             Box::new(m20261122_000002_records::Migration),
             Box::new(m20261122_000003_message_temperature::Migration),
+            Box::new(m20261202_000004_queued_messages::Migration),
         ]
     }
 }

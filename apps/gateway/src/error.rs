@@ -22,6 +22,12 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// An error with this status and code.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        let retryable = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
+        Self { code, message: message.into(), retryable, status }
+    }
+
     /// A caller error with this code.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self { code, message: message.into(), retryable: false, status: StatusCode::BAD_REQUEST }
@@ -55,6 +61,7 @@ impl From<StoreError> for ApiError {
             StoreError::SeqOutOfRange { .. } => Self::bad_request("seq_out_of_range", error.to_string()),
             StoreError::InvalidCursor(_) => Self::bad_request("invalid_cursor", error.to_string()),
             StoreError::WeakApiKey { .. } => Self::bad_request("weak_api_key", error.to_string()),
+            StoreError::TooDeep { .. } => Self::bad_request("too_deep", error.to_string()),
             StoreError::ConversationNotActive(_) => conflict("conversation_not_active"),
             StoreError::ParticipantAlreadyPresent { .. } => conflict("participant_already_present"),
             StoreError::InvalidStatusChange { .. } => conflict("invalid_status_change"),
@@ -84,7 +91,19 @@ impl From<EngineError> for ApiError {
             EngineError::InvalidEdit(_) => Self::bad_request("invalid_edit", error.to_string()),
             EngineError::NoAgent(_) => Self::bad_request("no_agent", error.to_string()),
             EngineError::UnknownTool(_) => Self::bad_request("unknown_tool", error.to_string()),
-            EngineError::EmptyMessage => Self::bad_request("empty_message", error.to_string()),
+            EngineError::EmptyMessage | EngineError::EmptyPart { .. } => {
+                Self::bad_request("empty_message", error.to_string())
+            }
+            EngineError::ForbiddenPart { .. } => Self::bad_request("forbidden_part", error.to_string()),
+            EngineError::InvalidContent(_) => Self::bad_request("invalid_content", error.to_string()),
+            EngineError::InvalidClientMsgId(_) => Self::bad_request("invalid_client_msg_id", error.to_string()),
+            EngineError::InvalidConversation(_) => Self::bad_request("invalid_conversation", error.to_string()),
+            EngineError::Unavailable { .. } => Self {
+                code: "conversation_unavailable",
+                message: error.to_string(),
+                retryable: false,
+                status: StatusCode::SERVICE_UNAVAILABLE,
+            },
         }
     }
 }

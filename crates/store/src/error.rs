@@ -89,6 +89,16 @@ pub enum StoreError {
         /// The shortest secret accepted.
         min: usize,
     },
+    /// A JSON value nests too deeply to be stored and read back.
+    #[error("{what} nests {depth} levels deep, more than the {limit} the store keeps: send flatter JSON")]
+    TooDeep {
+        /// Which column.
+        what: &'static str,
+        /// How deep the value nests.
+        depth: usize,
+        /// The deepest the store accepts.
+        limit: usize,
+    },
     /// The database URL is not one Colloquy can use.
     #[error("unsupported database url `{0}`: use sqlite://PATH?mode=rwc, sqlite::memory: or postgres://USER@HOST/DB")]
     UnsupportedUrl(String),
@@ -107,6 +117,20 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether stored data could not be read back: a row that does not decode (changed by hand,
+    /// written by a newer version, or too deeply nested for the JSON reader). Trying again will
+    /// not help; the conversation needs an operator's attention.
+    pub fn is_unreadable(&self) -> bool {
+        match self {
+            Self::Corrupt { .. } => true,
+            Self::Database(sea_orm::DbErr::Json(_) | sea_orm::DbErr::Type(_)) => true,
+            Self::Database(sea_orm::DbErr::Query(sea_orm::RuntimeErr::SqlxError(error))) => {
+                matches!(error.as_ref(), sea_orm::sqlx::Error::ColumnDecode { .. } | sea_orm::sqlx::Error::Decode(_))
+            }
+            _ => false,
+        }
+    }
+
     /// Whether the caller's request was at fault (as opposed to the database).
     pub const fn is_caller_error(&self) -> bool {
         matches!(
@@ -124,6 +148,7 @@ impl StoreError {
                 | Self::StaleLease(_)
                 | Self::ApiKeyNotFound(_)
                 | Self::WeakApiKey { .. }
+                | Self::TooDeep { .. }
                 | Self::UnsupportedUrl(_)
         )
     }

@@ -66,8 +66,11 @@ pub struct NewParticipant {
 /// Which event records an appended message; the store builds it around the stored message.
 #[derive(Debug, Clone)]
 pub enum MessageEvent {
-    /// `message_posted`: a participant posted it.
+    /// `message_posted`: a participant posted it and it is part of the history.
     Posted,
+    /// `message_queued`: a participant posted it while a turn was running; it waits outside the
+    /// history until [`ConversationStore::admit_messages`] brings it in at the turn boundary.
+    Queued,
     /// `message_end`: an agent's streamed message is complete.
     End {
         /// The prompt turn.
@@ -91,6 +94,7 @@ impl MessageEvent {
     pub fn into_event(self, message: Message) -> TurnEvent {
         match self {
             Self::Posted => TurnEvent::MessagePosted { message },
+            Self::Queued => TurnEvent::MessageQueued { message },
             Self::End { turn_id } => TurnEvent::MessageEnd { turn_id, message },
             Self::ToolExecutionEnd { turn_id, tool_call_id, tool_name, is_error } => {
                 TurnEvent::ToolExecutionEnd { turn_id, tool_call_id, tool_name, is_error, message }
@@ -108,11 +112,17 @@ pub struct AppendedMessage {
     pub event: Option<EventEnvelope>,
     /// Whether a message with the same `client_msg_id` was already stored.
     pub duplicate: bool,
+    /// Whether the message waits in the queue (`message_queued`) rather than being part of the
+    /// history; for a duplicate, whether the stored one still does.
+    pub queued: bool,
 }
 
 /// The durable record of conversations. One implementation per process, shared by `Arc`.
 #[async_trait]
 pub trait ConversationStore: Send + Sync + 'static {
+    /// Checks that the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
     /// Creates a conversation and its first participants in one transaction.
     async fn create_conversation(&self, new: NewConversation) -> Result<(Conversation, Vec<Participant>), StoreError>;
 
@@ -135,7 +145,8 @@ pub trait ConversationStore: Send + Sync + 'static {
     /// Appends a durable event that records no message (e.g. `turn_start`) under the next `seq`.
     async fn append_event(&self, conversation: ConversationId, event: TurnEvent) -> Result<EventEnvelope, StoreError>;
 
-    /// Messages with `seq > after_seq`, oldest first, at most `limit`.
+    /// Messages of the history with `seq > after_seq`, oldest first, at most `limit` (queued
+    /// messages are not part of the history until they are admitted).
     async fn messages_after(
         &self,
         conversation: ConversationId,
@@ -171,6 +182,28 @@ pub trait ConversationStore: Send + Sync + 'static {
     /// Prompt turns a crash left open: each conversation whose newest `agent_start` has no
     /// `agent_end` after it, with that `agent_start`'s seq. Read once at start, for recovery.
     async fn unfinished_turns(&self) -> Result<Vec<(ConversationId, u64)>, StoreError>;
+
+    /// Brings queued messages (stored with [`MessageEvent::Queued`]) into the history at a turn
+    /// boundary, in the order given: each gets the conversation's next seq and a
+    /// `message_posted` event, all in one transaction. Nothing is written if one of them is not
+    /// a queued message of this conversation ([`StoreError::MessageNotFound`]).
+    async fn admit_messages(
+        &self,
+        conversation: ConversationId,
+        messages: &[MessageId],
+    ) -> Result<Vec<EventEnvelope>, StoreError>;
+
+    /// The conversation's queued messages, oldest first.
+    async fn queued_messages(&self, conversation: ConversationId) -> Result<Vec<Message>, StoreError>;
+
+    /// Conversations that may have a prompt waiting for an answer: those with queued messages,
+    /// and those whose newest `message_posted` is newer than their newest `agent_start`. Read
+    /// once at start, for recovery.
+    async fn conversations_with_pending_prompts(&self) -> Result<Vec<ConversationId>, StoreError>;
+
+    /// The seq of the conversation's newest `agent_start`: every message before it has been
+    /// considered for an answer.
+    async fn last_turn_start(&self, conversation: ConversationId) -> Result<Option<u64>, StoreError>;
 
     /// Durable events with `seq > after_seq`, in seq order, at most `limit`.
     async fn events_after(

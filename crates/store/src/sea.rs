@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::SubsecRound;
+use colloquy_core_model::limits::{MAX_STORED_JSON_DEPTH, json_depth};
 use colloquy_core_model::{
     Conversation, ConversationId, ConversationStatus, EventEnvelope, Message, NewMessage, Participant, ParticipantId,
     Timestamp, TurnEvent, Usage,
@@ -190,6 +191,18 @@ fn now() -> Timestamp {
     chrono::Utc::now().trunc_subsecs(6)
 }
 
+/// `value` as the JSON a column stores, refused with [`StoreError::TooDeep`] when it nests more
+/// than [`MAX_STORED_JSON_DEPTH`] levels: readers stop at 128, so a deeper row could be written
+/// but never read back (and a conversation that cannot be read cannot be recovered).
+fn stored_json<T: serde::Serialize + ?Sized>(value: &T, what: &'static str) -> Result<serde_json::Value, StoreError> {
+    let json = serde_json::to_value(value).map_err(|err| corrupt(what, err))?;
+    let depth = json_depth(&json);
+    if depth > MAX_STORED_JSON_DEPTH {
+        return Err(StoreError::TooDeep { what, depth, limit: MAX_STORED_JSON_DEPTH });
+    }
+    Ok(json)
+}
+
 /// A [`StoreError::Corrupt`] about `what`.
 fn corrupt(what: &'static str, detail: impl Display) -> StoreError {
     StoreError::Corrupt { what, detail: detail.to_string() }
@@ -276,6 +289,10 @@ fn is_unique_violation(err: &DbErr) -> bool {
 
 #[async_trait]
 impl ConversationStore for SeaStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(self.db.ping().await?)
+    }
+
     async fn create_conversation(
         &self,
         mut new: NewConversation,
@@ -293,9 +310,8 @@ impl ConversationStore for SeaStore {
 
         let (_writer, txn) = self.begin_write().await?;
         conversations::Entity::insert(conversation_row).exec_without_returning(&txn).await?;
-        if !participant_rows.is_empty() {
-            participants::Entity::insert_many(participant_rows).exec_without_returning(&txn).await?;
-        }
+        // In chunks: one statement for thousands of rows would pass SQLite's bound-value limit.
+        append::insert_chunked::<participants::Entity, _>(&txn, participant_rows).await?;
         txn.commit().await?;
         Ok((conversation, participants))
     }
@@ -342,6 +358,7 @@ impl ConversationStore for SeaStore {
     ) -> Result<Vec<Message>, StoreError> {
         messages::Entity::find()
             .filter(messages::Column::ConversationId.eq(conversation.as_uuid()))
+            .filter(messages::Column::Queued.eq(false))
             .filter(messages::Column::Seq.gt(to_db_count(after_seq)))
             .order_by_asc(messages::Column::Seq)
             .limit(db_limit(limit))
@@ -386,6 +403,34 @@ impl ConversationStore for SeaStore {
 
     async fn unfinished_turns(&self) -> Result<Vec<(ConversationId, u64)>, StoreError> {
         recovery::unfinished_turns(&self.db).await
+    }
+
+    async fn admit_messages(
+        &self,
+        conversation: ConversationId,
+        messages: &[colloquy_core_model::MessageId],
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        self.admit(conversation, messages).await
+    }
+
+    async fn queued_messages(&self, conversation: ConversationId) -> Result<Vec<Message>, StoreError> {
+        messages::Entity::find()
+            .filter(messages::Column::ConversationId.eq(conversation.as_uuid()))
+            .filter(messages::Column::Queued.eq(true))
+            .order_by_asc(messages::Column::Seq)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(messages::Model::into_domain)
+            .collect()
+    }
+
+    async fn conversations_with_pending_prompts(&self) -> Result<Vec<ConversationId>, StoreError> {
+        recovery::conversations_with_pending_prompts(&self.db).await
+    }
+
+    async fn last_turn_start(&self, conversation: ConversationId) -> Result<Option<u64>, StoreError> {
+        recovery::last_turn_start(&self.db, conversation).await
     }
 
     async fn events_after(

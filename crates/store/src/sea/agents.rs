@@ -5,7 +5,7 @@ use sea_orm::ActiveValue::Set;
 use sea_orm::entity::prelude::*;
 use sea_orm::{ActiveModelTrait, IntoActiveModel};
 
-use super::{corrupt, participants};
+use super::{participants, stored_json};
 use crate::StoreError;
 
 /// Replaces the spec of `participant`, which must be an agent of `conversation`.
@@ -24,6 +24,6 @@ pub(super) async fn update_agent(
         return Err(StoreError::NotAnAgent(participant));
     }
     let mut active = row.into_active_model();
-    active.agent = Set(Some(serde_json::to_value(spec).map_err(|e| corrupt("participants.agent", e))?));
+    active.agent = Set(Some(stored_json(spec, "participants.agent")?));
     active.update(db).await?.into_domain()
 }

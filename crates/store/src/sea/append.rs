@@ -3,8 +3,11 @@
 
 use std::collections::HashMap;
 
-use colloquy_core_model::{ConversationId, ConversationStatus, EventEnvelope, Message, NewMessage, TurnEvent};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use colloquy_core_model::{
+    ConversationId, ConversationStatus, EventEnvelope, Message, MessageId, NewMessage, TurnEvent,
+};
+use sea_orm::ActiveValue::Set;
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter};
 
 use super::{SeaStore, TotalsDelta, events, is_unique_violation, leases, messages, next_seq, now};
 use crate::{AppendedMessage, FencingToken, MessageEvent, StoreError};
@@ -14,8 +17,8 @@ pub(super) const INSERT_CHUNK: usize = 500;
 
 /// What became of one entry of a batch before any row is written.
 enum Slot {
-    /// Stored earlier: the stored message.
-    Stored(Box<Message>),
+    /// Stored earlier: the stored message, and whether it is still queued.
+    Stored(Box<Message>, bool),
     /// Repeats the key of the batch's entry at this index.
     SameAs(usize),
     /// New: its index among the new messages.
@@ -61,7 +64,7 @@ impl SeaStore {
         }
 
         let keys: Vec<&str> = batch.iter().filter_map(|(message, _)| message.client_msg_id.as_deref()).collect();
-        let mut stored_by_key: HashMap<String, Message> = HashMap::new();
+        let mut stored_by_key: HashMap<String, (Message, bool)> = HashMap::new();
         for chunk in keys.chunks(INSERT_CHUNK) {
             let rows = messages::Entity::find()
                 .filter(messages::Column::ConversationId.eq(conversation.as_uuid()))
@@ -69,9 +72,10 @@ impl SeaStore {
                 .all(&txn)
                 .await?;
             for row in rows {
+                let queued = row.queued;
                 let message = row.into_domain()?;
                 if let Some(key) = message.client_msg_id.clone() {
-                    stored_by_key.insert(key, message);
+                    stored_by_key.insert(key, (message, queued));
                 }
             }
         }
@@ -84,10 +88,11 @@ impl SeaStore {
             let key = message.client_msg_id.as_deref();
             let slot = match key {
                 Some(key) if stored_by_key.contains_key(key) => {
-                    Slot::Stored(Box::new(stored_by_key.get(key).cloned().ok_or(StoreError::Corrupt {
+                    let (message, queued) = stored_by_key.get(key).cloned().ok_or(StoreError::Corrupt {
                         what: "messages.client_msg_id",
                         detail: "a stored key vanished".to_owned(),
-                    })?))
+                    })?;
+                    Slot::Stored(Box::new(message), queued)
                 }
                 Some(key) if first_in_batch.contains_key(key) => {
                     Slot::SameAs(first_in_batch.get(key).copied().unwrap_or(index))
@@ -109,7 +114,9 @@ impl SeaStore {
             return Ok(slots
                 .into_iter()
                 .filter_map(|slot| match slot {
-                    Slot::Stored(message) => Some(AppendedMessage { message: *message, event: None, duplicate: true }),
+                    Slot::Stored(message, queued) => {
+                        Some(AppendedMessage { message: *message, event: None, duplicate: true, queued })
+                    }
                     Slot::SameAs(_) | Slot::New(_) => None,
                 })
                 .collect());
@@ -128,24 +135,29 @@ impl SeaStore {
         let mut outcomes: Vec<AppendedMessage> = Vec::with_capacity(slots.len());
         for ((message, event), slot) in batch.into_iter().zip(slots) {
             let outcome = match slot {
-                Slot::Stored(stored) => AppendedMessage { message: *stored, event: None, duplicate: true },
+                Slot::Stored(stored, queued) => {
+                    AppendedMessage { message: *stored, event: None, duplicate: true, queued }
+                }
                 Slot::SameAs(first) => {
-                    let stored = outcomes.get(first).map(|o| o.message.clone()).ok_or(StoreError::Corrupt {
-                        what: "messages.client_msg_id",
-                        detail: "a repeated key has no first entry".to_owned(),
-                    })?;
-                    AppendedMessage { message: stored, event: None, duplicate: true }
+                    let (stored, queued) =
+                        outcomes.get(first).map(|o| (o.message.clone(), o.queued)).ok_or(StoreError::Corrupt {
+                            what: "messages.client_msg_id",
+                            detail: "a repeated key has no first entry".to_owned(),
+                        })?;
+                    AppendedMessage { message: stored, event: None, duplicate: true, queued }
                 }
                 Slot::New(offset) => {
                     let seq = first_seq + offset as u64;
+                    let queued = matches!(event, MessageEvent::Queued);
                     let stored = message.into_message(conversation, seq, now);
                     let event = event.into_event(stored.clone());
-                    message_rows.push(messages::new_row(&stored)?);
+                    message_rows.push(messages::new_row(&stored, queued)?);
                     event_rows.push(events::new_row(conversation, seq, &event, now)?);
                     AppendedMessage {
                         message: stored,
                         event: Some(EventEnvelope { conversation_id: conversation, seq: Some(seq), event }),
                         duplicate: false,
+                        queued,
                     }
                 }
             };
@@ -184,6 +196,50 @@ impl SeaStore {
         txn.commit().await?;
         Ok(EventEnvelope { conversation_id: conversation, seq: Some(seq), event })
     }
+}
+
+impl SeaStore {
+    /// [`crate::ConversationStore::admit_messages`].
+    pub(super) async fn admit(
+        &self,
+        conversation: ConversationId,
+        ids: &[MessageId],
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (_writer, txn) = self.begin_write().await?;
+        let outcome = admit_in(&txn, conversation, ids).await;
+        super::commit_or_abort(txn, outcome).await
+    }
+}
+
+/// Gives each queued message the next seq and writes its `message_posted`, inside `txn`.
+async fn admit_in(
+    txn: &sea_orm::DatabaseTransaction,
+    conversation: ConversationId,
+    ids: &[MessageId],
+) -> Result<Vec<EventEnvelope>, StoreError> {
+    let now = now();
+    let (last_seq, _status) = next_seq(txn, conversation, now, ids.len() as u64, None).await?;
+    let first_seq = last_seq + 1 - ids.len() as u64;
+    let mut envelopes = Vec::with_capacity(ids.len());
+    for (seq, id) in (first_seq..).zip(ids) {
+        let row = messages::Entity::find_by_id(id.as_uuid())
+            .filter(messages::Column::ConversationId.eq(conversation.as_uuid()))
+            .filter(messages::Column::Queued.eq(true))
+            .one(txn)
+            .await?
+            .ok_or(StoreError::MessageNotFound { conversation, message: *id })?;
+        let mut row: messages::ActiveModel = row.into();
+        row.seq = Set(super::to_db_count(seq));
+        row.queued = Set(false);
+        let message = row.update(txn).await?.into_domain()?;
+        let event = TurnEvent::MessagePosted { message };
+        events::Entity::insert(events::new_row(conversation, seq, &event, now)?).exec_without_returning(txn).await?;
+        envelopes.push(EventEnvelope { conversation_id: conversation, seq: Some(seq), event });
+    }
+    Ok(envelopes)
 }
 
 /// Inserts `rows` in statements of at most [`INSERT_CHUNK`] rows.

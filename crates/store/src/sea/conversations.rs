@@ -6,7 +6,7 @@ use colloquy_core_model::{
 use sea_orm::ActiveValue::Set;
 use sea_orm::entity::prelude::*;
 
-use super::{corrupt, from_db_count};
+use super::{corrupt, from_db_count, stored_json};
 use crate::{NewConversation, StoreError};
 
 /// One row of `conversations`; counters are `i64` because neither backend has unsigned integers.
@@ -47,8 +47,8 @@ impl ActiveModelBehavior for ActiveModel {}
 
 /// A new conversation and its row: no events yet, so `last_seq` and every total start at zero.
 pub(super) fn new_row(new: NewConversation, now: Timestamp) -> Result<(Conversation, ActiveModel), StoreError> {
-    let tags = serde_json::to_value(&new.tags).map_err(|err| corrupt("conversations.tags", err))?;
-    let options = serde_json::to_value(&new.options).map_err(|err| corrupt("conversations.options", err))?;
+    let tags = stored_json(&new.tags, "conversations.tags")?;
+    let options = stored_json(&new.options, "conversations.options")?;
     let row = ActiveModel {
         id: Set(new.id.as_uuid()),
         kind: Set(kind_name(new.kind).to_owned()),

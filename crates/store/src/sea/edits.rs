@@ -30,10 +30,12 @@ pub(super) async fn update_message(
     content: Vec<ContentPart>,
     now: Timestamp,
 ) -> Result<(Message, EventEnvelope), StoreError> {
-    let mut message = find(txn, conversation, id).await?.into_domain()?;
+    let row = find(txn, conversation, id).await?;
+    let queued = row.queued;
+    let mut message = row.into_domain()?;
     message.content = content;
     messages::Entity::delete_by_id(id.as_uuid()).exec(txn).await?;
-    messages::Entity::insert(messages::new_row(&message)?).exec_without_returning(txn).await?;
+    messages::Entity::insert(messages::new_row(&message, queued)?).exec_without_returning(txn).await?;
     let (seq, _) = next_seq(txn, conversation, now, 1, None).await?;
     let event = TurnEvent::MessageUpdated { message: message.clone() };
     events::Entity::insert(events::new_row(conversation, seq, &event, now)?).exec_without_returning(txn).await?;

@@ -5,7 +5,7 @@ use colloquy_core_model::{ConversationId, EventEnvelope, Timestamp, TurnEvent};
 use sea_orm::ActiveValue::Set;
 use sea_orm::entity::prelude::*;
 
-use super::{corrupt, from_db_count, to_db_count};
+use super::{corrupt, from_db_count, stored_json, to_db_count};
 use crate::StoreError;
 
 /// One row of `events`; `kind` repeats the payload's `type` so the log can be filtered in SQL.
@@ -34,7 +34,7 @@ pub(super) fn new_row(
     event: &TurnEvent,
     now: Timestamp,
 ) -> Result<ActiveModel, StoreError> {
-    let payload = serde_json::to_value(event).map_err(|err| corrupt("events.payload", err))?;
+    let payload = stored_json(event, "events.payload")?;
     Ok(ActiveModel {
         conversation_id: Set(conversation_id.as_uuid()),
         seq: Set(to_db_count(seq)),

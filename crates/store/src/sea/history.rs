@@ -60,7 +60,9 @@ pub(super) async fn messages_page(
     cursor: MessageCursor,
     limit: u64,
 ) -> Result<Page<Message, MessageCursor>, StoreError> {
-    let query = messages::Entity::find().filter(messages::Column::ConversationId.eq(conversation.as_uuid()));
+    let query = messages::Entity::find()
+        .filter(messages::Column::ConversationId.eq(conversation.as_uuid()))
+        .filter(messages::Column::Queued.eq(false));
     let query = match cursor {
         MessageCursor::After(seq) => {
             query.filter(messages::Column::Seq.gt(to_db_count(seq))).order_by_asc(messages::Column::Seq)
@@ -103,6 +105,7 @@ pub(super) async fn history_within_tokens(
             .column(messages::Column::Seq)
             .column(messages::Column::ContentTokens)
             .filter(messages::Column::ConversationId.eq(conversation.as_uuid()))
+            .filter(messages::Column::Queued.eq(false))
             .filter(messages::Column::Seq.lt(before))
             .order_by_desc(messages::Column::Seq)
             .limit(BUDGET_CHUNK)
@@ -128,6 +131,7 @@ pub(super) async fn history_within_tokens(
         None => Vec::new(),
         Some(oldest) => messages::Entity::find()
             .filter(messages::Column::ConversationId.eq(conversation.as_uuid()))
+            .filter(messages::Column::Queued.eq(false))
             .filter(messages::Column::Seq.gte(oldest))
             .order_by_asc(messages::Column::Seq)
             .all(db)
@@ -162,7 +166,7 @@ pub(super) async fn search_messages(
         DbBackend::Postgres => Statement::from_sql_and_values(
             backend,
             "SELECT m.* FROM messages m
-             WHERE m.search_tsv @@ plainto_tsquery('simple', $1)
+             WHERE m.search_tsv @@ plainto_tsquery('simple', $1) AND NOT m.queued
                AND EXISTS (SELECT 1 FROM participants p
                            WHERE p.conversation_id = m.conversation_id AND p.id = $2 AND p.left_at IS NULL)
              ORDER BY m.created_at DESC, m.id DESC
@@ -175,7 +179,7 @@ pub(super) async fn search_messages(
                 backend,
                 "SELECT m.* FROM messages_fts
                  JOIN messages m ON m.search_rowid = messages_fts.rowid
-                 WHERE messages_fts MATCH ?
+                 WHERE messages_fts MATCH ? AND NOT m.queued
                    AND EXISTS (SELECT 1 FROM participants p
                                WHERE p.conversation_id = m.conversation_id AND p.id = ? AND p.left_at IS NULL)
                  ORDER BY m.created_at DESC, m.id DESC

@@ -16,7 +16,7 @@ use sea_orm::{
 use serde_json::{Map, Value};
 
 use super::append::insert_chunked;
-use super::{conversations, corrupt, events, messages, next_seq, participants, to_db_count};
+use super::{conversations, events, messages, next_seq, participants, stored_json, to_db_count};
 use crate::{ConversationUpdate, StoreError};
 
 /// Conversations deleted per sweeper transaction, so a large sweep never holds the writer long.
@@ -25,10 +25,6 @@ const SWEEP_CHUNK: u64 = 200;
 /// Whether a conversation may go from `from` to `to`: a closed one stays closed.
 const fn status_change_allowed(from: ConversationStatus, to: ConversationStatus) -> bool {
     !matches!((from, to), (ConversationStatus::Closed, ConversationStatus::Active | ConversationStatus::Archived))
-}
-
-fn to_json<T: serde::Serialize>(value: &T, what: &'static str) -> Result<Value, StoreError> {
-    serde_json::to_value(value).map_err(|err| corrupt(what, err))
 }
 
 /// [`crate::ConversationStore::update_conversation`], inside the caller's write transaction.
@@ -48,40 +44,40 @@ pub(super) async fn update_conversation(
     if let Some(title) = update.title
         && title != current.title
     {
-        changes.insert("title".to_owned(), to_json(&title, "conversations.title")?);
+        changes.insert("title".to_owned(), stored_json(&title, "conversations.title")?);
         active.title = Set(title);
     }
     if let Some(summary) = update.summary
         && summary != current.summary
     {
-        changes.insert("summary".to_owned(), to_json(&summary, "conversations.summary")?);
+        changes.insert("summary".to_owned(), stored_json(&summary, "conversations.summary")?);
         active.summary = Set(summary);
     }
     if let Some(tags) = update.tags
         && tags != current.tags
     {
-        let json = to_json(&tags, "conversations.tags")?;
+        let json = stored_json(&tags, "conversations.tags")?;
         changes.insert("tags".to_owned(), json.clone());
         active.tags = Set(json);
     }
     if let Some(options) = update.options
         && options != current.options
     {
-        let json = to_json(&options, "conversations.options")?;
+        let json = stored_json(&options, "conversations.options")?;
         changes.insert("options".to_owned(), json.clone());
         active.options = Set(json);
     }
     if let Some(tools) = update.tools
         && tools != current_tools
     {
-        let json = to_json(&tools, "conversations.tools")?;
+        let json = stored_json(&tools, "conversations.tools")?;
         changes.insert("tools".to_owned(), json.clone());
         active.tools = Set(json);
     }
     if let Some(expires_at) = update.expires_at
         && expires_at != current.expires_at
     {
-        changes.insert("expires_at".to_owned(), to_json(&expires_at, "conversations.expires_at")?);
+        changes.insert("expires_at".to_owned(), stored_json(&expires_at, "conversations.expires_at")?);
         active.expires_at = Set(expires_at);
     }
     if let Some(status) = update.status
@@ -90,7 +86,7 @@ pub(super) async fn update_conversation(
         if !status_change_allowed(current.status, status) {
             return Err(StoreError::InvalidStatusChange { conversation: id, from: current.status, to: status });
         }
-        changes.insert("status".to_owned(), to_json(&status, "conversations.status")?);
+        changes.insert("status".to_owned(), stored_json(&status, "conversations.status")?);
         active.status = Set(conversations::status_name(status).to_owned());
     }
     if changes.is_empty() {
@@ -130,6 +126,8 @@ pub(super) async fn fork_conversation(
     let source_messages = messages::Entity::find()
         .filter(messages::Column::ConversationId.eq(source.as_uuid()))
         .filter(messages::Column::Seq.lte(at))
+        // A prompt still waiting for its turn boundary at the fork point is not history yet.
+        .filter(messages::Column::Queued.eq(false))
         .order_by_asc(messages::Column::Seq)
         .all(txn)
         .await?;
@@ -138,7 +136,7 @@ pub(super) async fn fork_conversation(
         let old_id = message.id;
         let copy = colloquy_core_model::Message { id: MessageId::new(), conversation_id: new_id, ..message };
         totals.add(copy.usage.as_ref());
-        message_rows.push(messages::new_row(&copy)?);
+        message_rows.push(messages::new_row(&copy, false)?);
         copies.insert(old_id, copy);
     }
 
@@ -200,9 +198,12 @@ fn rewrite_event(
     fork: ConversationId,
     copies: &HashMap<MessageId, colloquy_core_model::Message>,
 ) -> TurnEvent {
-    let copy_of = |message: colloquy_core_model::Message| copies.get(&message.id).cloned().unwrap_or(message);
+    let copy_of = |message: colloquy_core_model::Message| {
+        copies.get(&message.id).cloned().unwrap_or(colloquy_core_model::Message { conversation_id: fork, ..message })
+    };
     match event {
         TurnEvent::MessagePosted { message } => TurnEvent::MessagePosted { message: copy_of(message) },
+        TurnEvent::MessageQueued { message } => TurnEvent::MessageQueued { message: copy_of(message) },
         TurnEvent::MessageEnd { turn_id, message } => TurnEvent::MessageEnd { turn_id, message: copy_of(message) },
         TurnEvent::ToolExecutionEnd { turn_id, tool_call_id, tool_name, is_error, message } => {
             TurnEvent::ToolExecutionEnd { turn_id, tool_call_id, tool_name, is_error, message: copy_of(message) }

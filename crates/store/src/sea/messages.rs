@@ -4,7 +4,7 @@ use colloquy_core_model::{ContentPart, ConversationId, Message, MessageId, Messa
 use sea_orm::ActiveValue::Set;
 use sea_orm::entity::prelude::*;
 
-use super::{corrupt, from_db_count, to_db_count};
+use super::{corrupt, from_db_count, stored_json, to_db_count};
 use crate::StoreError;
 
 /// One row of `messages`. The usage columns are all null when the message has no usage, and
@@ -42,6 +42,9 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     #[sea_orm(column_type = "JsonBinary", nullable)]
     pub metadata: Option<Json>,
+    /// Posted while a turn ran and not yet part of the history: its `seq` is that of its
+    /// `message_queued` event until the turn boundary gives it the seq of its `message_posted`.
+    pub queued: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -49,10 +52,11 @@ pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
 
-/// The row that stores `message`.
-pub(super) fn new_row(message: &Message) -> Result<ActiveModel, StoreError> {
-    let content_json = serde_json::to_string(&message.content).map_err(|err| corrupt("messages.content", err))?;
-    let content: Json = serde_json::from_str(&content_json).map_err(|err| corrupt("messages.content", err))?;
+/// The row that stores `message`, in the history or (`queued`) waiting for the turn boundary.
+pub(super) fn new_row(message: &Message, queued: bool) -> Result<ActiveModel, StoreError> {
+    let content = stored_json(&message.content, "messages.content")?;
+    let content_json = content.to_string();
+    let metadata = stored_json(&message.metadata, "messages.metadata")?;
     let usage = message.usage.as_ref();
     // A reply's own size is what the model wrote; anything else is estimated at four bytes of
     // JSON per token, which errs on the large side for text.
@@ -90,7 +94,8 @@ pub(super) fn new_row(message: &Message) -> Result<ActiveModel, StoreError> {
         latency_ms: Set(message.latency_ms.map(to_db_count)),
         client_msg_id: Set(message.client_msg_id.clone()),
         created_at: Set(message.created_at),
-        metadata: Set((!message.metadata.is_null()).then(|| message.metadata.clone())),
+        metadata: Set((!metadata.is_null()).then_some(metadata)),
+        queued: Set(queued),
     })
 }
 

@@ -6,7 +6,7 @@ use colloquy_core_model::{
 use sea_orm::ActiveValue::Set;
 use sea_orm::entity::prelude::*;
 
-use super::corrupt;
+use super::{corrupt, stored_json};
 use crate::{NewParticipant, StoreError};
 
 /// One row of `participants`, keyed by conversation and participant (a participant id names a
@@ -42,8 +42,7 @@ pub(super) fn new_row(
     new: NewParticipant,
     now: Timestamp,
 ) -> Result<(Participant, ActiveModel), StoreError> {
-    let agent =
-        new.agent.as_ref().map(serde_json::to_value).transpose().map_err(|err| corrupt("participants.agent", err))?;
+    let agent = new.agent.as_ref().map(|agent| stored_json(agent, "participants.agent")).transpose()?;
     let row = ActiveModel {
         id: Set(new.id.as_uuid()),
         conversation_id: Set(conversation_id.as_uuid()),

@@ -1,12 +1,13 @@
-//! Finding prompt turns that a crash left open: an `agent_start` with no later `agent_end`.
+//! What a crash may have left undone, read once at start: prompt turns left open (an
+//! `agent_start` with no later `agent_end`) and prompts that wait for an answer.
 
 use std::collections::HashMap;
 
 use colloquy_core_model::ConversationId;
-use sea_orm::QuerySelect;
 use sea_orm::entity::prelude::*;
+use sea_orm::{QueryOrder, QuerySelect};
 
-use super::{events, from_db_count};
+use super::{events, from_db_count, messages};
 use crate::StoreError;
 
 /// The newest seq of each conversation's events of `kind`.
@@ -35,4 +36,49 @@ pub(super) async fn unfinished_turns(db: &DatabaseConnection) -> Result<Vec<(Con
     }
     open.sort();
     Ok(open)
+}
+
+/// Conversations with queued messages, or whose newest `message_posted` is newer than their
+/// newest `agent_start` (the process stopped between storing a prompt and starting its turn).
+pub(super) async fn conversations_with_pending_prompts(
+    db: &DatabaseConnection,
+) -> Result<Vec<ConversationId>, StoreError> {
+    let queued: Vec<Uuid> = messages::Entity::find()
+        .select_only()
+        .column(messages::Column::ConversationId)
+        .filter(messages::Column::Queued.eq(true))
+        .distinct()
+        .into_tuple()
+        .all(db)
+        .await?;
+    let posted = newest_of_kind(db, "message_posted").await?;
+    let starts = newest_of_kind(db, "agent_start").await?;
+    let mut pending: Vec<ConversationId> = posted
+        .into_iter()
+        .filter(|(conversation, posted)| starts.get(conversation).is_none_or(|start| start < posted))
+        .map(|(conversation, _)| conversation)
+        .chain(queued)
+        .map(ConversationId::from_uuid)
+        .collect();
+    pending.sort();
+    pending.dedup();
+    Ok(pending)
+}
+
+/// The seq of the conversation's newest `agent_start`.
+pub(super) async fn last_turn_start(
+    db: &DatabaseConnection,
+    conversation: ConversationId,
+) -> Result<Option<u64>, StoreError> {
+    let seq: Option<i64> = events::Entity::find()
+        .select_only()
+        .column(events::Column::Seq)
+        .filter(events::Column::ConversationId.eq(conversation.as_uuid()))
+        .filter(events::Column::Kind.eq("agent_start"))
+        .order_by_desc(events::Column::Seq)
+        .limit(1)
+        .into_tuple()
+        .one(db)
+        .await?;
+    seq.map(|seq| from_db_count(seq, "events.seq")).transpose()
 }

@@ -21,6 +21,7 @@ mod leases;
 mod lifecycle;
 mod membership;
 mod model;
+mod queue;
 mod records;
 mod schema;
 
@@ -87,4 +88,8 @@ suite!(
     concurrency::concurrent_retries_store_one_message,
     schema::migrations_go_down_and_up_again,
     schema::records_migration_keeps_and_indexes_existing_rows,
+    queue::queued_messages_join_the_history_when_admitted,
+    queue::pending_prompts_are_found_after_a_stop,
+    queue::json_too_deep_to_read_back_is_refused,
+    queue::thousands_of_participants_are_created_in_chunks,
 );
