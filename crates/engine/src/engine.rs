@@ -3,18 +3,18 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use colloquy_core_model::limits::{MAX_JSON_DEPTH, MAX_PARTICIPANTS, json_depth};
 use colloquy_core_model::{
-    ContentPart, ConversationId, EventEnvelope, Message, MessageRole, NewMessage, ParticipantId, ParticipantKind,
-    TurnEvent,
+    ContentPart, Conversation, ConversationId, ConversationKind, EventEnvelope, Message, MessageRole, NewMessage,
+    Participant, ParticipantId, ParticipantKind, ParticipantRole, TurnEvent,
 };
 use colloquy_llm_providers::LlmProvider;
-use colloquy_store::{ConversationStore, MessageEvent, StoreError};
+use colloquy_store::{AppendedMessage, ConversationStore, MessageEvent, NewConversation, NewParticipant, StoreError};
 use colloquy_tools::ToolExecutor;
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
 use crate::context::{ContextWindow, MessageTransformer};
 use crate::fanout::{Hub, Subscription};
+use crate::runner::{self, Runner, Start};
 use crate::{EngineError, turn};
 
 /// Providers by the name agents use for them (`AgentSpec::provider`).
@@ -54,22 +54,22 @@ impl PostMessage {
 /// The outcome of [`Engine::post_message`].
 #[derive(Debug, Clone)]
 pub struct Posted {
-    /// The stored message (the earlier one for a duplicate).
+    /// The stored message (the earlier one for a duplicate). Its `seq` is that of the event that
+    /// stored it: `message_posted`, or `message_queued` while it waits for the turn boundary.
     pub message: Message,
     /// Whether the same `client_msg_id` was already stored; nothing new happened.
     pub duplicate: bool,
+    /// Whether it waits for the running turn to end before it joins the history.
+    pub queued: bool,
 }
 
-/// The turn loop of one conversation, while it runs.
-struct Runner {
-    /// Cancels the turn in progress.
-    cancel: CancellationToken,
-    /// A message arrived during the turn, so another turn follows it.
-    pending: bool,
-    /// The next turn runs even if no message awaits an answer ([`Engine::continue_conversation`]).
-    force: bool,
-    /// Becomes `true` when the runner stops, for [`Engine::wait_for_idle`].
-    done: watch::Sender<bool>,
+/// A conversation the engine stopped serving because its stored data cannot be read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantined {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// What failed, for the operator.
+    pub reason: String,
 }
 
 pub(crate) struct Inner {
@@ -82,6 +82,9 @@ pub(crate) struct Inner {
     /// One runner per conversation with a turn in progress: turns of one conversation never
     /// overlap.
     runners: Mutex<HashMap<ConversationId, Runner>>,
+    /// Conversations whose stored data cannot be read back, with why: they are refused instead
+    /// of failing over and over, and listed for the operator.
+    quarantined: Mutex<HashMap<ConversationId, String>>,
 }
 
 impl Inner {
@@ -122,6 +125,64 @@ impl Inner {
         // Every update of the map is a single insert, remove or field write.
         self.runners.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// Runs `change` on the conversation's runner, if it has one, under the table's lock.
+    pub(crate) fn with_runner<T>(
+        &self,
+        conversation: ConversationId,
+        change: impl FnOnce(&mut Runner) -> T,
+    ) -> Option<T> {
+        self.runners().get_mut(&conversation).map(change)
+    }
+
+    /// Removes the runner if it has nothing left to do (no queued prompt, none being stored, no
+    /// `continue` asked for); returns whether it did. Posts see the removal under the same lock,
+    /// so none can slip into a queue that nobody will read.
+    pub(crate) fn finish_if_idle(&self, conversation: ConversationId) -> bool {
+        let mut runners = self.runners();
+        let idle = runners.get(&conversation).is_none_or(|runner| runner.queue_is_empty() && !runner.force);
+        if idle && let Some(runner) = runners.remove(&conversation) {
+            runner.done.send_replace(true);
+        }
+        idle
+    }
+
+    /// Removes runner `id` whatever it still holds (its task is ending), unless it is gone
+    /// already. Queued prompts stay stored; the next runner of the conversation, or recovery at
+    /// the next start, admits them.
+    pub(crate) fn stop_runner(&self, conversation: ConversationId, id: u64) {
+        let mut runners = self.runners();
+        if runners.get(&conversation).is_some_and(|runner| runner.id == id)
+            && let Some(runner) = runners.remove(&conversation)
+        {
+            runner.done.send_replace(true);
+        }
+    }
+
+    /// Logs a store failure of a conversation's runner; quarantines the conversation when its
+    /// stored data cannot be read back.
+    pub(crate) fn store_failed(&self, conversation: ConversationId, error: &StoreError) {
+        if error.is_unreadable() {
+            tracing::error!(%conversation, %error, "conversation quarantined: its stored data cannot be read back; \
+                repair or delete it, then restart (listed at /readyz)");
+            self.quarantine().insert(conversation, error.to_string());
+        } else {
+            tracing::error!(%conversation, %error, "the conversation's runner stopped on a store failure; the next \
+                message or restart picks its queued prompts up again");
+        }
+    }
+
+    fn quarantine(&self) -> std::sync::MutexGuard<'_, HashMap<ConversationId, String>> {
+        self.quarantined.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Refuses a conversation that is quarantined.
+    fn check_available(&self, conversation: ConversationId) -> Result<(), EngineError> {
+        match self.quarantine().get(&conversation) {
+            Some(reason) => Err(EngineError::Unavailable { conversation, reason: reason.clone() }),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Runs conversations. Cheap to clone; all clones share one state.
@@ -150,20 +211,152 @@ impl Engine {
         tools: ToolExecutor,
         transformer: Arc<dyn MessageTransformer>,
     ) -> Self {
-        let inner = Inner { store, providers, tools, transformer, hub: Hub::default(), runners: Mutex::default() };
+        let inner = Inner {
+            store,
+            providers,
+            tools,
+            transformer,
+            hub: Hub::default(),
+            runners: Mutex::default(),
+            quarantined: Mutex::default(),
+        };
         Self { inner: Arc::new(inner) }
     }
 
-    /// Closes or resumes every turn that a crash left open (see DESIGN §3), then answers any
-    /// prompt that was waiting. Call it once at start, before serving clients; returns how many
-    /// turns it recovered.
+    /// Picks up what a stop left undone (DESIGN §3): closes or resumes every turn a crash left
+    /// open, then answers every prompt that was stored but not answered, queued ones included,
+    /// each exactly once. Call it once at start, before serving clients; the work runs in the
+    /// background, one runner per conversation (posts to those conversations queue behind it).
+    /// A conversation whose stored data cannot be read back is quarantined (see
+    /// [`Engine::quarantined`]) and every other one is served. Returns how many open turns it
+    /// found.
     pub async fn recover(&self) -> Result<usize, EngineError> {
         let open = self.inner.store.unfinished_turns().await?;
-        for (conversation, start_seq) in &open {
-            turn::recover(&self.inner, *conversation, *start_seq, true).await?;
-            self.schedule(*conversation, false);
+        let pending = self.inner.store.conversations_with_pending_prompts().await?;
+        let starts = open
+            .iter()
+            .map(|(conversation, start_seq)| (*conversation, Start::Recover(*start_seq)))
+            .chain(pending.into_iter().map(|conversation| (conversation, Start::Fresh)));
+        for (conversation, start) in starts {
+            if self.inner.check_available(conversation).is_err() || self.is_busy(conversation) {
+                continue;
+            }
+            // Read what recovery will read now, before serving, so that a conversation that
+            // cannot be read back is quarantined at start (and listed at once), not later.
+            match self.readable_for_recovery(conversation, &start).await {
+                Err(error) if error.is_unreadable() => {
+                    self.inner.store_failed(conversation, &error);
+                    continue;
+                }
+                other => other?,
+            }
+            let mut runners = self.inner.runners();
+            if runners.contains_key(&conversation) {
+                continue;
+            }
+            let runner = Runner::new(false);
+            let id = runner.id;
+            runners.insert(conversation, runner);
+            drop(runners);
+            runner::spawn(Arc::clone(&self.inner), conversation, id, start);
         }
         Ok(open.len())
+    }
+
+    /// Reads everything a runner starting with `start` reads first.
+    async fn readable_for_recovery(&self, conversation: ConversationId, start: &Start) -> Result<(), StoreError> {
+        let store = &self.inner.store;
+        let record = store.conversation(conversation).await?;
+        store.participants(conversation).await?;
+        let limit = crate::responders::HISTORY_LIMIT;
+        store.messages_after(conversation, record.last_seq.saturating_sub(limit), limit).await?;
+        store.queued_messages(conversation).await?;
+        if let Start::Recover(start_seq) = start {
+            store.events_after(conversation, start_seq.saturating_sub(1), limit).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether the engine can serve: the store answers. Returns the quarantined conversations,
+    /// which are not served while everything else is.
+    pub async fn ready(&self) -> Result<Vec<Quarantined>, EngineError> {
+        self.inner.store.ping().await?;
+        Ok(self.quarantined())
+    }
+
+    /// Conversations that are not served because their stored data cannot be read back, with
+    /// the reason; an operator must repair or delete them.
+    pub fn quarantined(&self) -> Vec<Quarantined> {
+        let mut list: Vec<Quarantined> = self
+            .inner
+            .quarantine()
+            .iter()
+            .map(|(conversation, reason)| Quarantined { conversation: *conversation, reason: reason.clone() })
+            .collect();
+        list.sort_by_key(|q| q.conversation);
+        list
+    }
+
+    /// Creates a conversation with its first participants, after checking that it can work: at
+    /// most [`MAX_PARTICIPANTS`] participants with non-blank names, someone who can post (a user
+    /// or service that is not an observer), an agent for the kinds that need one (two for
+    /// `agent_agent`, unless a service talks to the agent), only registered tools, and
+    /// `options.context` no deeper than [`MAX_JSON_DEPTH`]. Nothing is stored when a check fails.
+    pub async fn create_conversation(
+        &self,
+        new: NewConversation,
+    ) -> Result<(Conversation, Vec<Participant>), EngineError> {
+        let invalid = |message: String| Err(EngineError::InvalidConversation(message));
+        let count = new.participants.len();
+        if count > MAX_PARTICIPANTS {
+            return invalid(format!(
+                "{count} participants is more than the limit of {MAX_PARTICIPANTS} per conversation: create it with \
+                 fewer and add the rest later"
+            ));
+        }
+        if let Some(index) = new.participants.iter().position(|p| p.display_name.trim().is_empty()) {
+            return invalid(format!("participant {index} has no display_name: give everyone a name to be shown by"));
+        }
+        let can_post = |p: &&NewParticipant| p.kind != ParticipantKind::Agent && p.role != ParticipantRole::Observer;
+        if !new.participants.iter().any(|p| can_post(&p)) {
+            return invalid(
+                "nobody in this conversation could post: add a participant of kind `user` or `service` that is \
+                 not an observer"
+                    .to_owned(),
+            );
+        }
+        let agents = new.participants.iter().filter(|p| p.kind == ParticipantKind::Agent).count();
+        let services = new.participants.iter().filter(|p| p.kind == ParticipantKind::Service).count();
+        let needed = match new.kind {
+            ConversationKind::UserAgent => 1,
+            ConversationKind::AgentAgent => 2_usize.saturating_sub(services.min(1)),
+            ConversationKind::MultiParty => 0,
+        };
+        if agents < needed {
+            return invalid(format!(
+                "a `{}` conversation needs at least {needed} agent participant(s), this one has {agents}: add \
+                 participants of kind `agent`",
+                serde_json::to_value(new.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+            ));
+        }
+        if let Some(index) = new.participants.iter().position(|p| p.kind == ParticipantKind::Agent && p.agent.is_none())
+        {
+            return invalid(format!(
+                "participant {index} is an agent without an agent spec: give it provider and model"
+            ));
+        }
+        let registry = self.inner.tools.registry();
+        let mut tools = new.participants.iter().filter_map(|p| p.agent.as_ref()).flat_map(|a| &a.tools);
+        if let Some(unknown) = tools.find(|name| !registry.contains(name)) {
+            return Err(EngineError::UnknownTool(unknown.clone()));
+        }
+        let depth = json_depth(&new.options.context);
+        if depth > MAX_JSON_DEPTH {
+            return invalid(format!(
+                "options.context nests {depth} levels deep, more than the limit of {MAX_JSON_DEPTH}: send flatter JSON"
+            ));
+        }
+        Ok(self.inner.store.create_conversation(new).await?)
     }
 
     pub(crate) fn inner(&self) -> &Inner {
@@ -180,13 +373,15 @@ impl Engine {
         &self.inner.tools
     }
 
-    /// Posts a message from a user or service, stores it (`message_posted`), and starts the
-    /// conversation's agent answering it, or queues it if a turn is already running. A retried
-    /// post with the same `client_msg_id` returns the stored message and starts nothing.
+    /// Posts a message from a user or service and stores it. With no turn running it joins the
+    /// history at once (`message_posted`) and the conversation's agent starts answering it; while
+    /// a turn runs it is queued (`message_queued`, or refused with [`EngineError::Busy`] under
+    /// [`QueuePolicy::Reject`]) and joins the history at the turn boundary. Either way it is
+    /// stored when this returns. A retried post with the same `client_msg_id` returns the stored
+    /// message and starts nothing.
     pub async fn post_message(&self, conversation: ConversationId, post: PostMessage) -> Result<Posted, EngineError> {
-        if post.content.is_empty() {
-            return Err(EngineError::EmptyMessage);
-        }
+        crate::post::check(&post.content, post.client_msg_id.as_deref())?;
+        self.inner.check_available(conversation)?;
         // Fails with not-found for an unknown conversation (its participant list would be empty).
         self.inner.store.conversation(conversation).await?;
         let participants = self.inner.store.participants(conversation).await?;
@@ -200,25 +395,51 @@ impl Engine {
                 .find(|p| p.kind != ParticipantKind::Agent && p.left_at.is_none())
                 .ok_or(EngineError::NoSender(conversation))?,
         };
-        if post.queue == QueuePolicy::Reject && self.is_busy(conversation) {
-            return Err(EngineError::Busy(conversation));
-        }
         let mut message = NewMessage::new(MessageRole::User, post.content);
         message.sender = Some(sender.id);
         message.client_msg_id = post.client_msg_id;
-        let appended = self.inner.store.append_message(conversation, message, MessageEvent::Posted).await?;
+
+        // Decide under the runner table's lock, so exactly one post starts a runner and every
+        // other one queues behind it (or is refused).
+        let started = {
+            let mut runners = self.inner.runners();
+            match runners.get_mut(&conversation) {
+                Some(_) if post.queue == QueuePolicy::Reject => return Err(EngineError::Busy(conversation)),
+                Some(runner) => {
+                    runner.queue_write_started();
+                    None
+                }
+                None => {
+                    let runner = Runner::new(false);
+                    let id = runner.id;
+                    runners.insert(conversation, runner);
+                    Some(id)
+                }
+            }
+        };
+        let Some(id) = started else {
+            let appended = self.inner.store.append_message(conversation, message, MessageEvent::Queued).await;
+            let landed = appended.as_ref().ok().filter(|a| !a.duplicate).map(|a| (a.message.seq, a.message.id));
+            self.inner.with_runner(conversation, |runner| runner.queue_write_finished(landed));
+            return self.posted(appended?);
+        };
+        let appended = self.inner.store.append_message(conversation, message, MessageEvent::Posted).await;
+        // Start the runner whatever happened: it answers what awaits an answer, or stops.
+        runner::spawn(Arc::clone(&self.inner), conversation, id, Start::Fresh);
+        self.posted(appended?)
+    }
+
+    fn posted(&self, appended: AppendedMessage) -> Result<Posted, EngineError> {
         if let Some(envelope) = appended.event {
             self.inner.hub.publish(envelope);
         }
-        if !appended.duplicate && sender.kind != ParticipantKind::Agent {
-            self.schedule(conversation, false);
-        }
-        Ok(Posted { message: appended.message, duplicate: appended.duplicate })
+        Ok(Posted { message: appended.message, duplicate: appended.duplicate, queued: appended.queued })
     }
 
     /// Follows a conversation's events after `after_seq` (0 for all): the stored ones first,
     /// then live ones.
     pub async fn subscribe(&self, conversation: ConversationId, after_seq: u64) -> Result<Subscription, EngineError> {
+        self.inner.check_available(conversation)?;
         // Fail now, not on the first read, when the conversation does not exist.
         self.inner.store.conversation(conversation).await?;
         Ok(Subscription::new(&self.inner.hub, Arc::clone(&self.inner.store), conversation, after_seq))
@@ -240,8 +461,18 @@ impl Engine {
     /// Runs the conversation's (first) agent on the history as it is, without a new message:
     /// after a failed or stopped turn, or after messages were appended without a turn.
     pub async fn continue_conversation(&self, conversation: ConversationId) -> Result<(), EngineError> {
+        self.inner.check_available(conversation)?;
         self.inner.store.conversation(conversation).await?;
-        self.schedule(conversation, true);
+        let mut runners = self.inner.runners();
+        if let Some(runner) = runners.get_mut(&conversation) {
+            runner.force = true;
+            return Ok(());
+        }
+        let runner = Runner::new(true);
+        let id = runner.id;
+        runners.insert(conversation, runner);
+        drop(runners);
+        runner::spawn(Arc::clone(&self.inner), conversation, id, Start::Fresh);
         Ok(())
     }
 
@@ -274,43 +505,5 @@ impl Engine {
             // An error means the runner is gone, which is idle too.
             let _ = done.wait_for(|finished| *finished).await;
         }
-    }
-
-    /// Starts a runner for the conversation, or tells the running one to go again afterwards.
-    fn schedule(&self, conversation: ConversationId, force: bool) {
-        let mut runners = self.inner.runners();
-        if let Some(runner) = runners.get_mut(&conversation) {
-            runner.pending = true;
-            runner.force |= force;
-            return;
-        }
-        let cancel = CancellationToken::new();
-        let runner = Runner { cancel: cancel.clone(), pending: false, force, done: watch::Sender::new(false) };
-        runners.insert(conversation, runner);
-        drop(runners);
-        let inner = Arc::clone(&self.inner);
-        tokio::spawn(async move {
-            let mut cancel = cancel;
-            let mut answered_through = None;
-            loop {
-                // After a turn, look again: prompts queued one at a time wait for their own turn.
-                let force =
-                    inner.runners().get_mut(&conversation).is_some_and(|runner| std::mem::take(&mut runner.force));
-                let answered = turn::run(&inner, conversation, answered_through, force, cancel.clone()).await;
-                let mut runners = inner.runners();
-                let Some(runner) = runners.get_mut(&conversation) else { break };
-                if answered.is_some() || runner.pending {
-                    answered_through = answered.or(answered_through);
-                    runner.pending = false;
-                    if runner.cancel.is_cancelled() {
-                        runner.cancel = CancellationToken::new();
-                    }
-                    cancel = runner.cancel.clone();
-                } else if let Some(runner) = runners.remove(&conversation) {
-                    runner.done.send_replace(true);
-                    break;
-                }
-            }
-        });
     }
 }

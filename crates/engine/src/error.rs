@@ -30,6 +30,43 @@ pub enum EngineError {
     /// The message had nothing in it.
     #[error("a message needs at least one content part, e.g. {{\"type\": \"text\", \"text\": \"hello\"}}")]
     EmptyMessage,
+    /// One of the message's parts says nothing (blank text, `null` or `{{}}` custom value).
+    #[error("content part {part} ({kind}) is empty: remove it or put something in it")]
+    EmptyPart {
+        /// Its index in the content.
+        part: usize,
+        /// Its `type`.
+        kind: &'static str,
+    },
+    /// A part only an agent's turn may produce (a tool call or a tool result).
+    #[error(
+        "content part {part} is a `{kind}`: only an agent's turn makes tool calls and results; send text, image, file or custom parts"
+    )]
+    ForbiddenPart {
+        /// Its index in the content.
+        part: usize,
+        /// Its `type`.
+        kind: &'static str,
+    },
+    /// Content that breaks a limit (the message says which).
+    #[error("{0}")]
+    InvalidContent(String),
+    /// A `client_msg_id` that cannot serve as an idempotency key.
+    #[error("{0}")]
+    InvalidClientMsgId(String),
+    /// A conversation that could not be created as asked (the message says why).
+    #[error("{0}")]
+    InvalidConversation(String),
+    /// The conversation's stored data cannot be read back; it is not served until repaired.
+    #[error(
+        "conversation {conversation} is unavailable: its stored data cannot be read back ({reason}); an operator must repair or delete it (see /readyz)"
+    )]
+    Unavailable {
+        /// The conversation.
+        conversation: ConversationId,
+        /// What failed.
+        reason: String,
+    },
     /// A turn is running and the caller asked not to queue.
     #[error("conversation {0} is busy answering: wait for agent_end, cancel the turn, or send with queueing allowed")]
     Busy(ConversationId),

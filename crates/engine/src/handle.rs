@@ -59,7 +59,7 @@ impl Engine {
                 participant(agent, ParticipantKind::Agent, "assistant", Some(spec)),
             ],
         };
-        let (conversation, _) = self.store().create_conversation(new).await?;
+        let (conversation, _) = self.create_conversation(new).await?;
         Ok(ConversationHandle { engine: self.clone(), id: conversation.id, user, agent })
     }
 
@@ -87,7 +87,10 @@ impl ConversationHandle {
         let post = PostMessage { sender: Some(self.user), content, client_msg_id: None, queue: QueuePolicy::Queue };
         let posted = self.engine.post_message(self.id, post).await?;
         self.engine.wait_for_idle(self.id).await;
-        self.messages_from(posted.message.seq).await
+        // A prompt that was queued joined the history with a new seq at the turn boundary.
+        let history = self.history().await?;
+        let start = history.iter().position(|m| m.id == posted.message.id).unwrap_or(history.len());
+        Ok(history.into_iter().skip(start).collect())
     }
 
     /// Runs the agent again on the history as it is (after a stopped turn, or after messages
@@ -126,8 +129,12 @@ impl ConversationHandle {
         self.engine.subscribe(self.id, now).await
     }
 
-    /// Stores a message without starting a turn (e.g. to seed history).
+    /// Stores a message without starting a turn (e.g. to seed history). Refused while a turn runs,
+    /// which would otherwise see history change under it.
     pub async fn append_message(&self, role: MessageRole, content: Vec<ContentPart>) -> Result<Message, EngineError> {
+        if self.engine.is_busy(self.id) {
+            return Err(EngineError::Busy(self.id));
+        }
         let mut message = NewMessage::new(role, content);
         message.sender = Some(if role == MessageRole::Assistant { self.agent } else { self.user });
         let appended = self.engine.inner().emit_message(self.id, message, MessageEvent::Posted).await?;

@@ -12,11 +12,13 @@ mod engine;
 mod error;
 mod fanout;
 mod handle;
+mod post;
 mod responders;
+mod runner;
 mod turn;
 
 pub use context::{ContextWindow, MessageTransformer, TransformContext, count_tokens};
-pub use engine::{Engine, PostMessage, Posted, ProviderRegistry, QueuePolicy};
+pub use engine::{Engine, PostMessage, Posted, ProviderRegistry, Quarantined, QueuePolicy};
 pub use error::EngineError;
 pub use fanout::Subscription;
 pub use handle::{ConversationHandle, ConversationState, Generated, generate_with_tools};

@@ -43,8 +43,9 @@ pub(crate) fn names(
         .then(|| Arc::new(participants.iter().map(|p| (p.id, p.display_name.clone())).collect()))
 }
 
-/// Finds the first message after `answered_through` (or, for a fresh runner, after the last agent
-/// reply) that some agent should answer.
+/// Finds the first message after `answered_through` (or, for a fresh runner, after the newest
+/// `agent_start`: everything before it was considered by an earlier runner) that some agent
+/// should answer.
 ///
 /// With `force` and nothing awaiting an answer, the first agent answers anyway: it continues
 /// from the history as it is (the seeds' `continue`).
@@ -67,9 +68,10 @@ pub(crate) async fn plan(
     let after = record.last_seq.saturating_sub(HISTORY_LIMIT);
     let history = inner.store.messages_after(conversation, after, HISTORY_LIMIT).await?;
     let is_agent = |id: Option<ParticipantId>| id.is_some_and(|id| agents.iter().any(|(a, _)| a.id == id));
-    let threshold = answered_through.unwrap_or_else(|| {
-        history.iter().rev().find(|m| m.role == MessageRole::Assistant && is_agent(m.sender)).map_or(0, |m| m.seq)
-    });
+    let threshold = match answered_through {
+        Some(seq) => seq,
+        None => inner.store.last_turn_start(conversation).await?.unwrap_or(0),
+    };
     let names = names(record.kind, &participants);
     for (position, message) in history.iter().enumerate().filter(|(_, m)| m.seq > threshold) {
         if !is_trigger(&record, message, &history[..position], &is_agent) {

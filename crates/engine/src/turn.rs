@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 
 use colloquy_core_model::{
     AgentSpec, BudgetLimit, ContentPart, Conversation, ConversationId, Message, MessageDelta, MessageRole, NewMessage,
-    Participant, ParticipantId, QueueMode, StopReason, ToolCallId, ToolChoice, TurnError, TurnErrorKind, TurnEvent,
-    TurnId, Usage,
+    Participant, ParticipantId, StopReason, ToolCallId, ToolChoice, TurnError, TurnErrorKind, TurnEvent, TurnId, Usage,
 };
 use colloquy_llm_providers::{
     FinishReason, LlmProvider, LlmRequest, ProviderError, ProviderEvent, ResponseAccumulator,
@@ -23,33 +22,29 @@ use crate::engine::Inner;
 use crate::responders::{self, HISTORY_LIMIT};
 
 /// Answers the next message that awaits an answer (see [`crate::responders`]): one turn per
-/// responding agent, in order. Never fails: whatever goes wrong ends a turn with a stop reason.
-/// Returns the newest seq of posted history now answered, or `None` when nothing awaited one.
+/// responding agent, in order, each seeing the whole history (prompts that arrived meanwhile
+/// are queued outside it until the turn boundary). Whatever goes wrong inside a turn ends it
+/// with a stop reason; only a failure to load the conversation is an error. Returns the newest
+/// seq of history now answered, or `None` when nothing awaited an answer.
 pub(crate) async fn run(
     inner: &Inner,
     conversation: ConversationId,
     answered_through: Option<u64>,
     force: bool,
     cancel: CancellationToken,
-) -> Option<u64> {
-    let plan = match responders::plan(inner, conversation, answered_through, force).await {
-        Ok(Some(plan)) => plan,
-        Ok(None) => return None,
-        Err(error) => {
-            tracing::error!(%conversation, %error, "could not load the conversation for a turn");
-            return None;
-        }
+) -> Result<Option<u64>, StoreError> {
+    let Some(plan) = responders::plan(inner, conversation, answered_through, force).await? else {
+        return Ok(None);
     };
-    // One at a time: answer the oldest waiting message as if the later ones had not arrived yet.
-    let cut = match plan.conversation.options.queue_mode {
-        QueueMode::OneAtATime => plan.trigger,
-        QueueMode::All => plan.history.last().map_or(plan.trigger, |m| m.seq),
-    };
+    let answered = plan.history.last().map_or(plan.trigger, |m| m.seq);
     for (agent, spec) in plan.responders {
-        // An agent's own messages are all from earlier turns, so they stay even after the cut
-        // (a tool result stored after a queued prompt belongs before it).
-        let history = plan.history.iter().filter(|m| m.seq <= cut || m.sender == Some(agent.id)).cloned().collect();
-        let setup = Setup { conversation: plan.conversation.clone(), agent, spec, history, names: plan.names.clone() };
+        let setup = Setup {
+            conversation: plan.conversation.clone(),
+            agent,
+            spec,
+            history: plan.history.clone(),
+            names: plan.names.clone(),
+        };
         let mut turn = Turn {
             inner,
             conversation,
@@ -64,14 +59,14 @@ pub(crate) async fn run(
         };
         turn.end(stop).await;
     }
-    Some(cut)
+    Ok(Some(answered))
 }
 
 struct Setup {
     conversation: Conversation,
     agent: Participant,
     spec: AgentSpec,
-    /// What the agent is answering: stored messages up to the cut, then the turn's own.
+    /// What the agent is answering: the stored history, then the turn's own messages.
     history: Vec<Message>,
     /// Display names, to prefix other speakers' messages (not in `user_agent` conversations).
     names: Option<Arc<HashMap<ParticipantId, String>>>,

@@ -134,3 +134,63 @@ async fn a_fork_taken_mid_turn_closes_the_turn_in_the_copy_only() -> anyhow::Res
     assert_eq!(stop_of(&until_agent_end(&mut events).await?), Some(StopReason::Cancelled));
     Ok(())
 }
+
+/// Prompts queued behind a turn when the process dies are answered after the restart, each
+/// exactly once, in order; the prompt whose turn was closed is not answered again.
+#[test]
+fn prompts_queued_when_the_process_died_are_answered_once_after_the_restart() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("crash.db").display());
+    let first_life = runtime()?;
+    let conversation = first_life.block_on(async {
+        let script = vec![ScriptStep::tool_calls(&[("call_w", "wait", "{}")])];
+        let fixture = Fixture::open(&url, script, Options::default(), None).await?;
+        let mut events = fixture.subscribe().await?;
+        fixture.prompt("first").await?;
+        while !matches!(events.next().await?.event, TurnEvent::ToolExecutionStart { .. }) {}
+        for text in ["second", "third"] {
+            let posted =
+                fixture.engine.post_message(fixture.conversation, colloquy_engine::PostMessage::text(text)).await?;
+            assert!(posted.queued);
+        }
+        anyhow::Ok(fixture.conversation)
+    })?;
+    first_life.shutdown_background();
+
+    runtime()?.block_on(async {
+        let script = vec![ScriptStep::text("answer two"), ScriptStep::text("answer three")];
+        let fixture = Fixture::open(&url, script, Options::default(), Some(conversation)).await?;
+        assert_eq!(fixture.engine.recover().await?, 1);
+        // The runner recovery started: the closed turn, then one turn per queued prompt.
+        fixture.engine.wait_for_idle(conversation).await;
+        let requests = fixture.provider.requests();
+        assert_eq!(requests.len(), 2, "one request per queued prompt, none for the closed turn's");
+        let last_texts: Vec<String> = requests
+            .iter()
+            .map(|r| {
+                r.messages.last().map(|m| format!("{}: {}", m.role.as_str(), text_of(&m.content))).unwrap_or_default()
+            })
+            .collect();
+        assert_eq!(last_texts, ["user: second", "user: third"]);
+        let history = fixture.history().await?;
+        assert_every_call_has_one_result(&history);
+        let texts: Vec<String> = history.iter().map(colloquy_core_model::Message::text).collect();
+        assert_eq!(texts, ["first", "", "", "second", "answer two", "third", "answer three"]);
+        assert!(fixture.engine.store().queued_messages(conversation).await?.is_empty());
+        // A second start finds nothing left to do.
+        assert_eq!(fixture.engine.recover().await?, 0);
+        fixture.engine.wait_for_idle(conversation).await;
+        assert_eq!(fixture.provider.requests().len(), 2);
+        anyhow::Ok(())
+    })
+}
+
+fn text_of(content: &[ContentPart]) -> String {
+    content
+        .iter()
+        .filter_map(|p| match p {
+            ContentPart::Text { text } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect()
+}

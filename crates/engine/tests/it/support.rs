@@ -33,6 +33,28 @@ impl Tool for WaitForCancel {
     }
 }
 
+/// Waits until the test opens it ([`Fixture::open_gate`]): holds a turn running for as long as
+/// the test needs, without sleeps and without cancelling it.
+pub struct Gate(pub Arc<tokio::sync::Semaphore>);
+
+#[async_trait]
+impl Tool for Gate {
+    fn name(&self) -> &str {
+        "gate"
+    }
+    fn description(&self) -> &str {
+        "waits until the test opens the gate"
+    }
+    fn parameters(&self) -> serde_json::Value {
+        json!({"type": "object"})
+    }
+    async fn execute(&self, _: serde_json::Value, _: &ToolContext) -> Result<serde_json::Value, ToolError> {
+        let permit = self.0.acquire().await.map_err(|_| ToolError::new("gate closed for good"))?;
+        permit.forget();
+        Ok(json!("passed"))
+    }
+}
+
 /// Succeeds, fails, panics or outlasts its timeout, as its `mode` argument says.
 pub struct Flaky;
 
@@ -87,6 +109,8 @@ pub struct Fixture {
     pub conversation: ConversationId,
     /// Participant ids by display name.
     pub people: std::collections::HashMap<String, ParticipantId>,
+    /// Permits for the `gate` tool.
+    pub gate: Arc<tokio::sync::Semaphore>,
 }
 
 impl Fixture {
@@ -171,9 +195,11 @@ impl Fixture {
         tools.register(WaitForCancel)?;
         tools.register(Flaky)?;
         tools.register(Reporter)?;
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        tools.register(Gate(Arc::clone(&gate)))?;
         let engine = Engine::new(Arc::new(store), providers, ToolExecutor::new(Arc::new(tools)));
         if let Some(conversation) = existing {
-            return Ok(Self { engine, provider, conversation, people: std::collections::HashMap::new() });
+            return Ok(Self { engine, provider, conversation, people: std::collections::HashMap::new(), gate });
         }
         let conversation = ConversationId::new();
         let mut people = std::collections::HashMap::new();
@@ -186,7 +212,7 @@ impl Fixture {
             provider: "scripted".into(),
             model: "scripted-model".into(),
             system_prompt: Some("Be brief.".into()),
-            tools: vec!["calculator".into(), "wait".into(), "flaky".into(), "report".into()],
+            tools: vec!["calculator".into(), "wait".into(), "flaky".into(), "report".into(), "gate".into()],
         };
         engine
             .store()
@@ -202,7 +228,12 @@ impl Fixture {
                 ],
             })
             .await?;
-        Ok(Self { engine, provider, conversation, people })
+        Ok(Self { engine, provider, conversation, people, gate })
+    }
+
+    /// Lets one `gate` call through.
+    pub fn open_gate(&self) {
+        self.gate.add_permits(1);
     }
 
     pub async fn subscribe(&self) -> anyhow::Result<Subscription> {

@@ -62,7 +62,7 @@ async fn a_tool_call_round_trip_emits_well_nested_events_and_ends_the_turn() -> 
     assert_eq!(roles, ["user", "assistant", "tool", "tool"]);
     assert_eq!(
         requests[1].tools.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
-        ["calculator", "wait", "flaky", "report"]
+        ["calculator", "wait", "flaky", "report", "gate"]
     );
     Ok(())
 }
