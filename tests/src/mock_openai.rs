@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -11,6 +12,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use axum::routing::post;
 use futures::StreamExt;
+use tokio::sync::Semaphore;
 
 use crate::server::{Server, Shared, lock};
 
@@ -34,15 +36,20 @@ pub enum MockReply {
     /// A `200 text/event-stream` of these chunks that then stays open without another byte: a
     /// server that hangs mid-answer (for cancellation and crash tests).
     Stall(Vec<serde_json::Value>),
+    /// The inner reply, once the test calls [`MockOpenAi::release`]: holds a turn running for
+    /// as long as the test needs, without sleeps. The request is recorded on arrival.
+    Held(Box<MockReply>),
 }
 
 /// What the handler shares with the test.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Script {
     /// Replies not yet given, in order.
     replies: VecDeque<MockReply>,
     /// Every request body received, in order (a body that is not JSON is kept as a string).
     requests: Vec<serde_json::Value>,
+    /// One permit per [`MockOpenAi::release`], taken by each [`MockReply::Held`].
+    releases: Arc<Semaphore>,
 }
 
 type SharedScript = Shared<Script>;
@@ -57,13 +64,18 @@ impl MockOpenAi {
     /// Starts a server on a free port that answers each request with the next of `replies`; once
     /// they are used up it answers 500 with a JSON error saying so.
     pub async fn start(replies: Vec<MockReply>) -> anyhow::Result<Self> {
-        let script = Script { replies: replies.into(), requests: Vec::new() };
+        let script = Script { replies: replies.into(), requests: Vec::new(), releases: Arc::new(Semaphore::new(0)) };
         Ok(Self { server: Server::start(script, "/v1/chat/completions", post(chat_completions)).await? })
     }
 
     /// The API root to configure a client with, `http://127.0.0.1:PORT/v1`.
     pub fn base_url(&self) -> String {
         format!("http://{}/v1", self.server.addr)
+    }
+
+    /// Lets one [`MockReply::Held`] reply go (the next to arrive, if none is waiting yet).
+    pub fn release(&self) {
+        self.server.lock().releases.add_permits(1);
     }
 
     /// The request bodies received so far, in order.
@@ -75,11 +87,17 @@ impl MockOpenAi {
 async fn chat_completions(State(script): State<SharedScript>, body: Bytes) -> Response {
     let body = serde_json::from_slice(&body)
         .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into_owned()));
-    let (reply, number) = {
+    let (mut reply, number, releases) = {
         let mut script = lock(&script);
         script.requests.push(body);
-        (script.replies.pop_front(), script.requests.len())
+        (script.replies.pop_front(), script.requests.len(), Arc::clone(&script.releases))
     };
+    while let Some(MockReply::Held(inner)) = reply {
+        if let Ok(permit) = releases.acquire().await {
+            permit.forget();
+        }
+        reply = Some(*inner);
+    }
     match reply {
         Some(MockReply::Chunks(chunks)) => {
             // One body frame per event, as a real server flushes them.
@@ -106,7 +124,7 @@ async fn chat_completions(State(script): State<SharedScript>, body: Bytes) -> Re
             }
             response
         }
-        None => json_response(
+        Some(MockReply::Held(_)) | None => json_response(
             StatusCode::INTERNAL_SERVER_ERROR,
             &serde_json::json!({
                 "error": {

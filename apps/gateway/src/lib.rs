@@ -6,6 +6,7 @@
 //! [`serve`] takes its listener and shutdown signal from the caller, so `main` and the tests run
 //! the very same server.
 
+mod body;
 pub mod config;
 mod error;
 mod protocol;
@@ -49,7 +50,7 @@ impl AppState {
         let mut banner = providers.banner;
         let recovered = engine.recover().await?;
         if recovered > 0 {
-            banner.push(format!("recovered {recovered} turn(s) left open by an earlier stop"));
+            banner.push(format!("recovering {recovered} turn(s) left open by an earlier stop"));
         }
         let state = Self { engine, config: Arc::new(config), default_agent: providers.default_agent };
         Ok((state, banner))
@@ -60,6 +61,7 @@ impl AppState {
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(rest::readyz))
         .route("/v1/ws", get(ws::upgrade))
         .route("/v1/conversations", post(rest::create_conversation))
         .route("/v1/conversations/{id}", get(rest::get_conversation))

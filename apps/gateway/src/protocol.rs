@@ -1,5 +1,6 @@
 //! The WebSocket frames of `/v1/ws` (documented in docs/protocol.md).
 
+use colloquy_core_model::limits::{MAX_JSON_DEPTH, json_depth};
 use colloquy_core_model::{ContentPart, ConversationId, MessageId, ParticipantId, TurnEvent};
 use serde::{Deserialize, Serialize};
 
@@ -43,8 +44,7 @@ fn default_true() -> bool {
 pub const CLIENT_FRAME_TYPES: [&str; 5] = ["subscribe", "unsubscribe", "send", "cancel", "ping"];
 
 /// Message content: a plain string, or content parts.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub enum Content {
     /// Shorthand for one text part.
     Text(String),
@@ -52,10 +52,24 @@ pub enum Content {
     Parts(Vec<ContentPart>),
 }
 
+impl<'de> Deserialize<'de> for Content {
+    // By hand rather than `untagged`, so that a bad part is reported as what is wrong with it
+    // ("unknown field `txt`") instead of "did not match any variant".
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        match serde_json::Value::deserialize(deserializer)? {
+            serde_json::Value::String(text) => Ok(Self::Text(text)),
+            parts @ serde_json::Value::Array(_) => {
+                serde_json::from_value(parts).map(Self::Parts).map_err(D::Error::custom)
+            }
+            _ => Err(D::Error::custom("`content` must be a string or an array of content parts")),
+        }
+    }
+}
+
 impl Content {
     pub fn into_parts(self) -> Vec<ContentPart> {
         match self {
-            Self::Text(text) if text.is_empty() => Vec::new(),
             Self::Text(text) => vec![ContentPart::Text { text }],
             Self::Parts(parts) => parts,
         }
@@ -104,14 +118,36 @@ pub struct Ack {
     /// `send`: whether the `client_msg_id` was already stored (nothing new happened).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duplicate: Option<bool>,
+    /// `send`: whether the message waits for the running turn to end (`message_queued`); it
+    /// joins the history at the turn boundary with a new seq (`message_posted`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queued: Option<bool>,
     /// `cancel`: whether a turn was running.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cancelled: Option<bool>,
 }
 
-/// Parses a text frame, with errors a client can act on.
+/// The `invalid_frame` error for a frame nested deeper than [`MAX_JSON_DEPTH`].
+fn too_deep(depth: Option<usize>) -> ApiError {
+    let depth = depth.map_or_else(|| "more than 127".to_owned(), |d| d.to_string());
+    ApiError::bad_request(
+        "invalid_frame",
+        format!(
+            "the frame nests {depth} levels of arrays and objects, more than the limit of {MAX_JSON_DEPTH}: send \
+             flatter JSON (custom content and context values included)"
+        ),
+    )
+}
+
+/// Parses a text frame, with errors a client can act on. A frame nested deeper than
+/// [`MAX_JSON_DEPTH`] is refused before anything looks inside it, so nothing the gateway accepts
+/// is too deep to be stored and read back.
 pub fn parse(text: &str) -> Result<ClientFrame, (Option<String>, ApiError)> {
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        // serde_json stops at 128 levels; that is a frame too deep, not a syntax error.
+        if e.to_string().starts_with("recursion limit exceeded") {
+            return (None, too_deep(None));
+        }
         (
             None,
             ApiError::bad_request(
@@ -121,6 +157,10 @@ pub fn parse(text: &str) -> Result<ClientFrame, (Option<String>, ApiError)> {
         )
     })?;
     let id = value.get("id").and_then(serde_json::Value::as_str).map(str::to_owned);
+    let depth = json_depth(&value);
+    if depth > MAX_JSON_DEPTH {
+        return Err((id, too_deep(Some(depth))));
+    }
     let Some(kind) = value.get("type").and_then(serde_json::Value::as_str).map(str::to_owned) else {
         return Err((
             id,

@@ -3,6 +3,7 @@
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use colloquy_core_model::{
     AgentSpec, Conversation, ConversationId, ConversationKind, Message, Options, Participant, ParticipantId,
     ParticipantKind, ParticipantRole,
@@ -11,6 +12,7 @@ use colloquy_store::{NewConversation, NewParticipant};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
+use crate::body::ApiJson;
 use crate::error::ApiError;
 
 /// Body of `POST /v1/conversations`; every field is optional.
@@ -54,9 +56,9 @@ pub struct ConversationView {
 
 pub async fn create_conversation(
     State(state): State<AppState>,
-    body: Option<Json<CreateConversation>>,
+    ApiJson(body): ApiJson<Option<CreateConversation>>,
 ) -> Result<(StatusCode, Json<ConversationView>), ApiError> {
-    let body = body.map(|Json(body)| body).unwrap_or_default();
+    let body = body.unwrap_or_default();
     let participants = match body.participants {
         Some(list) => list
             .into_iter()
@@ -89,14 +91,6 @@ pub async fn create_conversation(
             },
         ],
     };
-    let registry = state.engine.tools().registry();
-    let mut tools = participants.iter().filter_map(|p| p.agent.as_ref()).flat_map(|a| &a.tools);
-    if let Some(unknown) = tools.find(|name| !registry.contains(name)) {
-        return Err(ApiError::bad_request(
-            "unknown_tool",
-            format!("there is no tool named `{unknown}`: use some of {}", registry.names().join(", ")),
-        ));
-    }
     let new = NewConversation {
         id: ConversationId::new(),
         kind: body.kind,
@@ -105,7 +99,7 @@ pub async fn create_conversation(
         options: body.options,
         participants,
     };
-    let (conversation, participants) = state.engine.store().create_conversation(new).await?;
+    let (conversation, participants) = state.engine.create_conversation(new).await?;
     Ok((StatusCode::CREATED, Json(ConversationView { conversation, participants })))
 }
 
@@ -154,4 +148,30 @@ pub async fn list_messages(
     let messages = state.engine.store().messages_after(id, query.after_seq, query.limit).await?;
     let next_after_seq = (messages.len() as u64 == query.limit).then(|| messages.last().map(|m| m.seq)).flatten();
     Ok(Json(MessagesPage { messages, next_after_seq }))
+}
+
+/// `GET /readyz`: 200 while the database answers, `"status": "degraded"` when some
+/// conversations are quarantined (their stored data cannot be read back; everything else is
+/// served), 503 when the database does not answer.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    match state.engine.ready().await {
+        Ok(quarantined) => {
+            let status = if quarantined.is_empty() { "ready" } else { "degraded" };
+            let quarantined: Vec<serde_json::Value> = quarantined
+                .into_iter()
+                .map(|q| serde_json::json!({ "conversation_id": q.conversation, "reason": q.reason }))
+                .collect();
+            Json(serde_json::json!({ "status": status, "quarantined": quarantined })).into_response()
+        }
+        Err(error) => {
+            tracing::warn!(%error, "not ready: the database does not answer");
+            let error = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+                "the database does not answer: check that it runs and that database_url points at it",
+            );
+            (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "status": "unavailable", "error": error })))
+                .into_response()
+        }
+    }
 }

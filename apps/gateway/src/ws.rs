@@ -139,6 +139,7 @@ impl Session {
                         seq: Some(posted.message.seq),
                         message_id: Some(posted.message.id),
                         duplicate: Some(posted.duplicate),
+                        queued: Some(posted.queued),
                         cancelled: None,
                     }),
                     Err(error) => error_frame(id, error.into()),

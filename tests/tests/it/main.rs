@@ -2,6 +2,8 @@
 //! OpenAI-compatible server, and WebSocket clients speaking the documented protocol.
 
 mod conversation;
+mod correctness;
 mod multi_party;
 mod protocol_errors;
+mod replay;
 mod support;

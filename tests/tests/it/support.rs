@@ -51,6 +51,18 @@ impl Gateway {
         Ok(body)
     }
 
+    /// `POST` a JSON body to a path, returning status and JSON body.
+    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+        let response = self.http.post(format!("http://{}{path}", self.addr)).json(body).send().await?;
+        Ok((response.status().as_u16(), response.json().await?))
+    }
+
+    /// The conversation's newest seq: how many durable events it has.
+    pub async fn last_seq(&self, conversation: &str) -> anyhow::Result<u64> {
+        let (status, body) = self.get(&format!("/v1/conversations/{conversation}")).await?;
+        body["last_seq"].as_u64().with_context(|| format!("no last_seq in {status} {body}"))
+    }
+
     /// `GET` a path, returning status and JSON body.
     pub async fn get(&self, path: &str) -> anyhow::Result<(u16, Value)> {
         let response = self.http.get(format!("http://{}{path}", self.addr)).send().await?;
@@ -121,6 +133,18 @@ impl Client {
                 return Ok(frames);
             }
         }
+    }
+}
+
+impl Client {
+    /// Subscribes from `after_seq` and returns the ack.
+    pub async fn subscribe(&mut self, conversation: &str, after_seq: u64) -> anyhow::Result<Value> {
+        self.send(json!({ "type": "subscribe", "conversation_id": conversation, "after_seq": after_seq })).await?;
+        let ack = self.recv().await?;
+        if ack["type"] != "ack" {
+            bail!("subscribe failed: {ack}");
+        }
+        Ok(ack)
     }
 }
 

@@ -1,6 +1,7 @@
 //! A gateway killed (SIGKILL) in the middle of a turn, then started again on the same SQLite
-//! file, resumes the turn: the tool that already ran is not run again, the interrupted LLM
-//! request is sent again, and the conversation ends with one complete turn.
+//! file: it resumes the turn (the tool that already ran is not run again, the interrupted LLM
+//! request is sent again), answers every prompt that was queued behind it exactly once, and
+//! starts even when a conversation's stored data cannot be read back (that one is quarantined).
 
 use std::path::Path;
 use std::process::Stdio;
@@ -17,9 +18,17 @@ use tokio_tungstenite::tungstenite::Message;
 /// A guard against hangs, not a speed check.
 const WAIT: Duration = Duration::from_secs(60);
 
-/// Starts `colloquy serve` on port 0 against `database` and the mock at `base_url`; returns the
-/// process and its address, read from its own "listening on" line.
-async fn start(database: &Path, base_url: &str) -> anyhow::Result<(Child, String)> {
+/// A running `colloquy serve`.
+struct Served {
+    child: Child,
+    /// `host:port`, read from its own "listening on" line.
+    addr: String,
+    /// What it logged before it listened.
+    startup_log: Vec<String>,
+}
+
+/// Starts `colloquy serve` on port 0 against `database` and the mock at `base_url`.
+async fn start(database: &Path, base_url: &str) -> anyhow::Result<Served> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_colloquy"))
         .args(["--config", "/nonexistent/colloquy.toml", "serve", "--listen", "127.0.0.1:0"])
         .env("COLLOQUY_DATABASE_URL", format!("sqlite://{}?mode=rwc", database.display()))
@@ -34,13 +43,16 @@ async fn start(database: &Path, base_url: &str) -> anyhow::Result<(Child, String
         .spawn()?;
     let stderr = child.stderr.take().context("no stderr")?;
     let mut lines = BufReader::new(stderr).lines();
+    let mut startup_log = Vec::new();
     let addr = tokio::time::timeout(WAIT, async {
         while let Some(line) = lines.next_line().await? {
+            eprintln!("colloquy: {line}");
             if let Some(rest) = line.split("listening on http://").nth(1) {
                 return anyhow::Ok(rest.split_whitespace().next().unwrap_or_default().to_owned());
             }
+            startup_log.push(line);
         }
-        bail!("colloquy exited before listening")
+        bail!("colloquy exited before listening: {startup_log:?}")
     })
     .await??;
     // Keep draining its log so it never blocks on a full pipe.
@@ -49,7 +61,7 @@ async fn start(database: &Path, base_url: &str) -> anyhow::Result<(Child, String
             eprintln!("colloquy: {line}");
         }
     });
-    Ok((child, addr))
+    Ok(Served { child, addr, startup_log })
 }
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -84,7 +96,7 @@ async fn a_gateway_killed_mid_turn_resumes_the_turn_when_it_starts_again() -> an
     .await?;
 
     // First life: the tool runs, then the second LLM request hangs mid-answer; kill -9.
-    let (mut first, addr) = start(&database, &first_model.base_url()).await?;
+    let Served { child: mut first, addr, .. } = start(&database, &first_model.base_url()).await?;
     let created: Value = reqwest::Client::new()
         .post(format!("http://{addr}/v1/conversations"))
         .json(&json!({}))
@@ -115,7 +127,7 @@ async fn a_gateway_killed_mid_turn_resumes_the_turn_when_it_starts_again() -> an
     // Second life on the same file: the open turn is resumed at start.
     let second_model =
         MockOpenAi::start(vec![MockReply::Chunks(chunks::text("gpt-test", &["It is 42."], Some((30, 4))))]).await?;
-    let (_second, addr) = start(&database, &second_model.base_url()).await?;
+    let Served { child: _second, addr, .. } = start(&database, &second_model.base_url()).await?;
     let mut ws = subscribe(&addr, &conversation).await?;
     let mut frames = Vec::new();
     loop {
@@ -143,5 +155,169 @@ async fn a_gateway_killed_mid_turn_resumes_the_turn_when_it_starts_again() -> an
         .map(|m| m.iter().filter_map(|m| m["role"].as_str()).collect())
         .unwrap_or_default();
     assert_eq!(roles, ["user", "assistant", "tool"]);
+    Ok(())
+}
+
+async fn create_conversation(addr: &str) -> anyhow::Result<String> {
+    let created: Value = reqwest::Client::new()
+        .post(format!("http://{addr}/v1/conversations"))
+        .json(&json!({}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(created["id"].as_str().context("no id")?.to_owned())
+}
+
+/// Sends `content` and returns its ack (or error), skipping events.
+async fn send(ws: &mut Socket, conversation: &str, id: &str, content: &str) -> anyhow::Result<Value> {
+    ws.send(Message::Text(
+        json!({"type": "send", "id": id, "conversation_id": conversation, "content": content}).to_string().into(),
+    ))
+    .await?;
+    loop {
+        let frame = next_frame(ws).await?;
+        if frame["id"] == id {
+            return Ok(frame);
+        }
+    }
+}
+
+/// Reads events until the `n`-th `agent_end`.
+async fn until_agent_ends(ws: &mut Socket, n: usize) -> anyhow::Result<Vec<Value>> {
+    let mut frames = Vec::new();
+    let mut ends = 0;
+    while ends < n {
+        let frame = next_frame(ws).await?;
+        ends += usize::from(frame["event"]["type"] == "agent_end");
+        frames.push(frame);
+    }
+    Ok(frames)
+}
+
+/// Reads events until the turn has started (its first LLM request is on its way).
+async fn until_turn_start(ws: &mut Socket) -> anyhow::Result<()> {
+    while next_frame(ws).await?["event"]["type"] != "turn_start" {}
+    Ok(())
+}
+
+fn last_user_text(request: &Value) -> String {
+    let messages = request["messages"].as_array().cloned().unwrap_or_default();
+    let last = messages.last().cloned().unwrap_or_default();
+    format!("{}: {}", last["role"].as_str().unwrap_or("?"), last["content"].as_str().unwrap_or("?"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompts_queued_when_the_gateway_was_killed_are_answered_exactly_once_after_the_restart() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let database = dir.path().join("colloquy.db");
+    let first_model =
+        MockOpenAi::start(vec![MockReply::Held(Box::new(MockReply::Chunks(chunks::text("gpt-test", &["one"], None))))])
+            .await?;
+    let Served { child: mut first, addr, .. } = start(&database, &first_model.base_url()).await?;
+    let conversation = create_conversation(&addr).await?;
+    let mut ws = subscribe(&addr, &conversation).await?;
+    assert_eq!(send(&mut ws, &conversation, "1", "q1").await?["queued"], false);
+    until_turn_start(&mut ws).await?;
+    for (id, text) in [("2", "q2"), ("3", "q3")] {
+        let ack = send(&mut ws, &conversation, id, text).await?;
+        assert_eq!((ack["type"].clone(), ack["queued"].clone()), (json!("ack"), json!(true)), "{ack}");
+    }
+    // Killed with q1's turn in flight and q2, q3 acked and queued behind it.
+    first.kill().await?;
+
+    let second_model = MockOpenAi::start(
+        ["a1", "a2", "a3"].iter().map(|t| MockReply::Chunks(chunks::text("gpt-test", &[t], None))).collect(),
+    )
+    .await?;
+    let Served { child: _second, addr, .. } = start(&database, &second_model.base_url()).await?;
+    let mut ws = subscribe(&addr, &conversation).await?;
+    let frames = until_agent_ends(&mut ws, 3).await?;
+    let requests = second_model.requests();
+    let asked: Vec<String> = requests.iter().map(last_user_text).collect();
+    assert_eq!(asked, ["user: q1", "user: q2", "user: q3"], "each acked prompt reaches the model once, in order");
+
+    let history: Value = reqwest::Client::new()
+        .get(format!("http://{addr}/v1/conversations/{conversation}/messages"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let texts: Vec<String> = history["messages"]
+        .as_array()
+        .map(|m| m.iter().map(|m| m["content"][0]["text"].as_str().unwrap_or_default().to_owned()).collect())
+        .unwrap_or_default();
+    assert_eq!(texts, ["q1", "a1", "q2", "a2", "q3", "a3"]);
+    let seqs: Vec<u64> = frames.iter().filter_map(|f| f["seq"].as_u64()).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "the log stays gap-free across the crash");
+    Ok(())
+}
+
+/// `[[[...1...]]]` `depth` arrays deep, as JSON text.
+fn nested_json(depth: usize) -> String {
+    format!("{}1{}", "[".repeat(depth), "]".repeat(depth))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_that_cannot_be_read_back_is_quarantined_and_every_other_one_is_served() -> anyhow::Result<()> {
+    use sea_orm::{ConnectionTrait, Database, Statement};
+
+    let dir = tempfile::tempdir()?;
+    let database = dir.path().join("colloquy.db");
+    let held = || MockReply::Held(Box::new(MockReply::Chunks(chunks::text("gpt-test", &["never"], None))));
+    let first_model = MockOpenAi::start(vec![held(), held()]).await?;
+    let Served { child: mut first, addr, .. } = start(&database, &first_model.base_url()).await?;
+    let broken = create_conversation(&addr).await?;
+    let healthy = create_conversation(&addr).await?;
+    let mut ws = subscribe(&addr, &broken).await?;
+    send(&mut ws, &broken, "1", "hello").await?;
+    until_turn_start(&mut ws).await?;
+    assert_eq!(send(&mut ws, &broken, "2", "queued behind the turn").await?["queued"], true);
+    let mut ws = subscribe(&addr, &healthy).await?;
+    send(&mut ws, &healthy, "1", "hi").await?;
+    until_turn_start(&mut ws).await?;
+    first.kill().await?;
+
+    // The queued message's rows become unreadable, as the issue's 124-level custom value was (a
+    // row written by an older version, or changed by hand, is the same to recovery).
+    let db = Database::connect(format!("sqlite://{}", database.display())).await?;
+    let deep = format!(r#"[{{"type":"custom","value":{}}}]"#, nested_json(130));
+    db.execute_raw(Statement::from_sql_and_values(
+        db.get_database_backend(),
+        "UPDATE messages SET content = ? WHERE queued",
+        [deep.into()],
+    ))
+    .await?;
+    db.execute_raw(Statement::from_string(
+        db.get_database_backend(),
+        format!("UPDATE events SET payload = '{}' WHERE kind = 'message_queued'", nested_json(130)),
+    ))
+    .await?;
+    db.close().await?;
+
+    let second_model =
+        MockOpenAi::start(vec![MockReply::Chunks(chunks::text("gpt-test", &["Hello again."], None))]).await?;
+    let served = start(&database, &second_model.base_url()).await?;
+    let addr = served.addr.clone();
+    let logged = served.startup_log.iter().any(|line| line.contains("quarantined") && line.contains(&broken));
+    assert!(logged, "the log names the conversation that needs attention: {:?}", served.startup_log);
+
+    let (status, ready): (u16, Value) = {
+        let response = reqwest::get(format!("http://{addr}/readyz")).await?;
+        (response.status().as_u16(), response.json().await?)
+    };
+    assert_eq!((status, ready["status"].clone()), (200, json!("degraded")), "{ready}");
+    assert_eq!(ready["quarantined"][0]["conversation_id"], json!(broken), "{ready}");
+    assert_eq!(ready["quarantined"].as_array().map(Vec::len), Some(1));
+
+    // The healthy conversation's interrupted turn is resumed and finishes.
+    let mut ws = subscribe(&addr, &healthy).await?;
+    let frames = until_agent_ends(&mut ws, 1).await?;
+    assert_eq!(frames.last().map(|f| f["event"]["stop_reason"].clone()), Some(json!("end_turn")));
+    // The quarantined one refuses with a code that says so.
+    let mut ws = subscribe(&addr, &healthy).await?;
+    let reply = send(&mut ws, &broken, "x", "anyone there?").await?;
+    assert_eq!(reply["code"], "conversation_unavailable", "{reply}");
     Ok(())
 }

@@ -1,0 +1,80 @@
+//! JSON request bodies: read within the size limit, refused when nested deeper than
+//! [`MAX_JSON_DEPTH`], and every rejection answered with the documented error body.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{StatusCode, header};
+use colloquy_core_model::limits::{MAX_JSON_DEPTH, json_depth};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// A JSON body of type `T`. An empty body reads as JSON `null`, so `ApiJson<Option<T>>` makes
+/// the body optional.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let is_json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(';').next())
+            .is_some_and(|mime| {
+                let mime = mime.trim();
+                mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+            });
+        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    "the request body is larger than the server accepts: send less per request",
+                )
+            } else {
+                ApiError::bad_request("bad_body", format!("the request body could not be read: {rejection}"))
+            }
+        })?;
+        if bytes.is_empty() {
+            return parse(serde_json::Value::Null).map(Self);
+        }
+        if !is_json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "the request body must be JSON: send it with `content-type: application/json`",
+            ));
+        }
+        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+            if e.to_string().starts_with("recursion limit exceeded") {
+                too_deep("more than 127")
+            } else {
+                ApiError::bad_request("bad_json", format!("the request body is not valid JSON ({e})"))
+            }
+        })?;
+        let depth = json_depth(&value);
+        if depth > MAX_JSON_DEPTH {
+            return Err(too_deep(&depth.to_string()));
+        }
+        parse(value).map(Self)
+    }
+}
+
+fn parse<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    serde_json::from_value(value).map_err(|e| {
+        ApiError::bad_request("invalid_body", format!("the request body is not what this endpoint takes: {e}"))
+    })
+}
+
+fn too_deep(depth: &str) -> ApiError {
+    ApiError::bad_request(
+        "invalid_body",
+        format!(
+            "the request body nests {depth} levels of arrays and objects, more than the limit of {MAX_JSON_DEPTH}: \
+             send flatter JSON"
+        ),
+    )
+}
