@@ -10,6 +10,7 @@ mod m20261122_000001_initial;
 mod m20261122_000002_records;
 mod m20261122_000003_message_temperature;
 mod m20261202_000004_queued_messages;
+mod m20261202_000005_usage_estimated;
 
 /// Every migration of the Colloquy schema, oldest first.
 pub struct Migrator;
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_records::Migration),
             Box::new(m20261122_000003_message_temperature::Migration),
             Box::new(m20261202_000004_queued_messages::Migration),
+            Box::new(m20261202_000005_usage_estimated::Migration),
         ]
     }
 }

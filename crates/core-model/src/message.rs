@@ -156,6 +156,10 @@ pub struct Usage {
     /// Cost in USD when the model's price is known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cost_usd: Option<f64>,
+    /// The provider reported no usage, so the tokens were counted locally (see
+    /// `colloquy_llm_providers::Counted`); for a sum, whether any part was.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub estimated: bool,
 }
 
 impl Usage {
@@ -164,7 +168,8 @@ impl Usage {
         self.input_tokens + self.output_tokens
     }
 
-    /// Adds another request's usage to this one; cost stays unknown only if both are unknown.
+    /// Adds another request's usage to this one; cost stays unknown only if both are unknown,
+    /// and the sum is estimated if either part is.
     pub fn add(&mut self, other: &Usage) {
         self.input_tokens += other.input_tokens;
         self.output_tokens += other.output_tokens;
@@ -174,6 +179,7 @@ impl Usage {
             (None, None) => None,
             (a, b) => Some(a.unwrap_or(0.0) + b.unwrap_or(0.0)),
         };
+        self.estimated |= other.estimated;
     }
 }
 

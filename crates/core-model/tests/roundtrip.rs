@@ -25,15 +25,16 @@ fn any_json() -> impl Strategy<Value = serde_json::Value> {
 }
 
 fn any_usage() -> impl Strategy<Value = Usage> {
-    (any::<u32>(), any::<u32>(), any::<u16>(), proptest::option::of(0u32..1_000_000)).prop_map(|(i, o, c, cost)| {
-        Usage {
+    (any::<u32>(), any::<u32>(), any::<u16>(), proptest::option::of(0u32..1_000_000), any::<bool>()).prop_map(
+        |(i, o, c, cost, estimated)| Usage {
             input_tokens: u64::from(i),
             output_tokens: u64::from(o),
             cache_read_tokens: u64::from(c),
             cache_write_tokens: 0,
             cost_usd: cost.map(|micros| f64::from(micros) / 1e6),
-        }
-    })
+            estimated,
+        },
+    )
 }
 
 fn any_part() -> impl Strategy<Value = ContentPart> {

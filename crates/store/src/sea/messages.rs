@@ -26,6 +26,8 @@ pub struct Model {
     pub cache_read_tokens: Option<i64>,
     pub cache_write_tokens: Option<i64>,
     pub cost_usd: Option<f64>,
+    /// The usage was counted locally because the provider reported none.
+    pub usage_estimated: bool,
     /// Input plus output tokens, when the message has usage.
     pub total_tokens: Option<i64>,
     /// The message's own size in tokens, for history within a token budget.
@@ -85,6 +87,7 @@ pub(super) fn new_row(message: &Message, queued: bool) -> Result<ActiveModel, St
         cache_read_tokens: Set(usage.map(|u| to_db_count(u.cache_read_tokens))),
         cache_write_tokens: Set(usage.map(|u| to_db_count(u.cache_write_tokens))),
         cost_usd: Set(usage.and_then(|u| u.cost_usd)),
+        usage_estimated: Set(usage.is_some_and(|u| u.estimated)),
         total_tokens: Set(usage.map(|u| to_db_count(u.total_tokens()))),
         content_tokens: Set(to_db_count(content_tokens)),
         search_text: Set((!texts.is_empty()).then(|| texts.join(" "))),
@@ -112,6 +115,7 @@ impl Model {
                 cache_read_tokens: from_db_count(self.cache_read_tokens.unwrap_or(0), "messages.cache_read_tokens")?,
                 cache_write_tokens: from_db_count(self.cache_write_tokens.unwrap_or(0), "messages.cache_write_tokens")?,
                 cost_usd: self.cost_usd,
+                estimated: self.usage_estimated,
             }),
         };
         Ok(Message {

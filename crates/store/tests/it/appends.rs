@@ -50,6 +50,8 @@ pub async fn appended_message_reads_back_unchanged(store: Arc<SeaStore>) {
             cache_read_tokens: 1000,
             cache_write_tokens: 7,
             cost_usd: Some(0.012_5),
+            // Counted locally: the flag reads back too.
+            estimated: true,
         }),
         model: Some("gpt-test".to_owned()),
         provider: Some("scripted".to_owned()),
