@@ -10,8 +10,9 @@ use anyhow::{Context, bail};
 use clap::ValueEnum;
 use colloquy_core_model::{ContentPart, MessageRole, ToolChoice, ToolSpec};
 use colloquy_llm_providers::{
-    Anthropic, AnthropicConfig, AssembledResponse, LlmProvider, LlmRequest, OpenAiCompatible, OpenAiCompatibleConfig,
-    PriceTable, Priced, ProviderEvent, RequestMessage, ResponseAccumulator, RetryPolicy, Retrying,
+    Anthropic, AnthropicConfig, AssembledResponse, Counted, LlmProvider, LlmRequest, OpenAiCompatible,
+    OpenAiCompatibleConfig, PriceTable, Priced, ProviderEvent, RequestMessage, ResponseAccumulator, RetryPolicy,
+    Retrying,
 };
 use futures::StreamExt;
 use secrecy::SecretString;
@@ -55,6 +56,10 @@ pub struct Args {
     /// How the model is asked to use the calculator.
     #[arg(long, value_enum, default_value_t = ToolUse::Forced)]
     tool_use: ToolUse,
+    /// Ask for whole replies when tools are offered (the provider setting `stream_tools = false`,
+    /// for servers that cannot stream tool calls, such as llama-cpp-python).
+    #[arg(long)]
+    no_stream_tools: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -76,6 +81,7 @@ async fn check(args: Args) -> anyhow::Result<()> {
             name: "live".to_owned(),
             base_url: args.base_url.clone(),
             api_key,
+            stream_tools: !args.no_stream_tools,
         })),
         Kind::Anthropic => Arc::new(Anthropic::new(AnthropicConfig {
             name: "live".to_owned(),
@@ -83,8 +89,10 @@ async fn check(args: Args) -> anyhow::Result<()> {
             api_key,
         })),
     };
-    // The stack the gateway builds: retries before the first event, then prices.
-    let provider = Priced::new(Retrying::new(provider, RetryPolicy::default()), Arc::new(PriceTable::builtin()));
+    // The stack the gateway builds: retries before the first event, usage counted locally when
+    // the server reports none, then prices.
+    let provider =
+        Priced::new(Counted::new(Retrying::new(provider, RetryPolicy::default())), Arc::new(PriceTable::builtin()));
     println!("live check: {:?} server at {}, model `{model}`", args.kind, args.base_url);
 
     println!("\n1. a short prompt, streamed");
@@ -125,7 +133,9 @@ async fn check(args: Args) -> anyhow::Result<()> {
         temperature: Some(0.0),
         max_tokens: Some(128),
     };
-    let reply = stream(&provider, request.clone()).await.context("the tool-call request failed")?;
+    let reply = stream(&provider, request.clone())
+        .await
+        .context("the tool-call request failed (a server that cannot stream tool calls needs --no-stream-tools)")?;
     let results: Vec<ContentPart> = reply
         .content
         .iter()
@@ -200,10 +210,11 @@ async fn stream(provider: &dyn LlmProvider, request: LlmRequest) -> anyhow::Resu
         .cost_usd
         .map_or_else(|| "unknown (model not in the price table)".to_owned(), |c| format!("${c:.6}"));
     println!(
-        "   {events} events, first after {:?}, all in {:?}; finish {:?}; tokens in {} (cached {}), out {}; cost {cost}",
+        "   {events} events, first after {:?}, all in {:?}; finish {:?}; tokens{} in {} (cached {}), out {}; cost {cost}",
         first_event.unwrap_or_default(),
         started.elapsed(),
         reply.finish,
+        if reply.usage.estimated { " (estimated: the server reported none)" } else { "" },
         reply.usage.input_tokens,
         reply.usage.cache_read_tokens,
         reply.usage.output_tokens,

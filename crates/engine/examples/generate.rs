@@ -15,7 +15,7 @@ async fn main() -> anyhow::Result<()> {
     let (provider, model): (Arc<dyn LlmProvider>, String) = match std::env::var("OPENAI_BASE_URL") {
         Ok(base_url) => {
             let api_key = std::env::var("OPENAI_API_KEY").ok().map(Into::into);
-            let config = OpenAiCompatibleConfig { name: "openai".into(), base_url, api_key };
+            let config = OpenAiCompatibleConfig { name: "openai".into(), base_url, api_key, stream_tools: true };
             (Arc::new(OpenAiCompatible::new(config)), std::env::var("MODEL").unwrap_or_else(|_| "gpt-4o-mini".into()))
         }
         Err(_) => {

@@ -2,10 +2,9 @@
 //! it, keeping every tool call next to its result; and the context window that trims them.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
 
 use colloquy_core_model::{ContentPart, Message, MessageRole, ParticipantId};
-use colloquy_llm_providers::{LlmRequest, RequestMessage};
+use colloquy_llm_providers::{RequestMessage, count_tokens, message_tokens};
 
 /// What a [`MessageTransformer`] knows about the request it shapes.
 #[derive(Debug, Clone, Copy)]
@@ -55,75 +54,6 @@ impl MessageTransformer for ContextWindow {
         }
         messages.into_iter().skip(keep_from).collect()
     }
-}
-
-/// Tokens a message costs: its text through the model's tokenizer, plus a small per-message
-/// overhead for role and framing (4, as OpenAI documents for its chat format).
-fn message_tokens(model: &str, message: &RequestMessage) -> u64 {
-    let text: u64 = message
-        .content
-        .iter()
-        .map(|part| match part {
-            ContentPart::Text { text } => count_tokens(model, text),
-            ContentPart::ToolCall { name, arguments, .. } => {
-                count_tokens(model, name) + count_tokens(model, &arguments.to_string())
-            }
-            ContentPart::ToolResult { content, .. } => count_tokens(model, content),
-            // Providers bill images by size; 85 tokens is OpenAI's low-detail flat rate.
-            ContentPart::Image { .. } | ContentPart::File { .. } => 85,
-            ContentPart::Custom { .. } => 0,
-        })
-        .sum();
-    text + 4
-}
-
-/// The prompt tokens a request will cost: system prompt, messages and tool schemas.
-pub(crate) fn estimate_request_tokens(request: &LlmRequest) -> u64 {
-    let model = request.model.as_str();
-    let system = request.system_prompt.as_deref().map_or(0, |s| count_tokens(model, s) + 4);
-    let messages: u64 = request.messages.iter().map(|m| message_tokens(model, m)).sum();
-    let tools: u64 = request
-        .tools
-        .iter()
-        .map(|t| {
-            count_tokens(model, &t.name)
-                + count_tokens(model, &t.description)
-                + count_tokens(model, &t.parameters.to_string())
-        })
-        .sum();
-    system + messages + tools
-}
-
-/// Tokens in `text` for `model`: exact (tiktoken's o200k or cl100k vocabulary) for OpenAI model
-/// families, otherwise an estimate of one token per 4 bytes, rounded up, which is close for
-/// English with the Llama, Mistral and Claude tokenizers and errs high for code.
-pub fn count_tokens(model: &str, text: &str) -> u64 {
-    let bpe = if is_o200k_family(model) {
-        o200k()
-    } else if model.starts_with("gpt-4") || model.starts_with("gpt-3.5") {
-        cl100k()
-    } else {
-        None
-    };
-    match bpe {
-        Some(bpe) => bpe.encode_ordinary(text).len() as u64,
-        None => (text.len() as u64).div_ceil(4),
-    }
-}
-
-fn is_o200k_family(model: &str) -> bool {
-    ["gpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4", "chatgpt-4o"].iter().any(|p| model.starts_with(p))
-}
-
-/// The vocabularies are parsed once per process (it takes tens of milliseconds).
-fn o200k() -> Option<&'static tiktoken_rs::CoreBPE> {
-    static BPE: OnceLock<Option<tiktoken_rs::CoreBPE>> = OnceLock::new();
-    BPE.get_or_init(|| tiktoken_rs::o200k_base().ok()).as_ref()
-}
-
-fn cl100k() -> Option<&'static tiktoken_rs::CoreBPE> {
-    static BPE: OnceLock<Option<tiktoken_rs::CoreBPE>> = OnceLock::new();
-    BPE.get_or_init(|| tiktoken_rs::cl100k_base().ok()).as_ref()
 }
 
 /// The request messages for `agent`, oldest first.

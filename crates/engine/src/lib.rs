@@ -17,7 +17,8 @@ mod responders;
 mod runner;
 mod turn;
 
-pub use context::{ContextWindow, MessageTransformer, TransformContext, count_tokens};
+pub use colloquy_llm_providers::count_tokens;
+pub use context::{ContextWindow, MessageTransformer, TransformContext};
 pub use engine::{Engine, PostMessage, Posted, ProviderRegistry, Quarantined, QueuePolicy};
 pub use error::EngineError;
 pub use fanout::Subscription;

@@ -10,14 +10,14 @@ use colloquy_core_model::{
     Participant, ParticipantId, StopReason, ToolCallId, ToolChoice, TurnError, TurnErrorKind, TurnEvent, TurnId, Usage,
 };
 use colloquy_llm_providers::{
-    FinishReason, LlmProvider, LlmRequest, ProviderError, ProviderEvent, ResponseAccumulator,
+    FinishReason, LlmProvider, LlmRequest, ProviderError, ProviderEvent, ResponseAccumulator, estimate_request_tokens,
 };
 use colloquy_store::{MessageEvent, StoreError};
 use colloquy_tools::{ExecutionEvent, ExecutorConfig, ToolCallRequest, ToolContext};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::context::{TransformContext, estimate_request_tokens, request_messages};
+use crate::context::{TransformContext, request_messages};
 use crate::engine::Inner;
 use crate::responders::{self, HISTORY_LIMIT};
 

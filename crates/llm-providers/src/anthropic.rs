@@ -597,6 +597,7 @@ impl EventTranslator {
             cache_read_tokens: read,
             cache_write_tokens: written,
             cost_usd: None,
+            estimated: false,
         }
     }
 }
@@ -706,7 +707,8 @@ mod tests {
                 output_tokens: 42,
                 cache_read_tokens: 3000,
                 cache_write_tokens: 200,
-                cost_usd: None
+                cost_usd: None,
+                estimated: false,
             }))
         );
     }

@@ -6,8 +6,9 @@
 //!
 //! Providers: [`OpenAiCompatible`] (OpenAI, Ollama, vLLM, llama.cpp), [`Anthropic`],
 //! [`ScriptedProvider`] and [`Unconfigured`]. Wrappers that work with any of them:
-//! [`Retrying`] (backoff, `Retry-After`, only before the first event) and [`Priced`] (each
-//! reply's cost from a [`PriceTable`]).
+//! [`Retrying`] (backoff, `Retry-After`, only before the first event), [`Counted`] (usage counted
+//! locally, marked estimated, when a provider reports none) and [`Priced`] (each reply's cost
+//! from a [`PriceTable`]).
 //!
 //! Architecture invariant: nothing here knows about storage, conversations or the gateway; the
 //! engine never branches on which provider it talks to.
@@ -20,6 +21,7 @@ mod openai;
 mod pricing;
 mod retry;
 mod scripted;
+mod tokens;
 
 use std::sync::Arc;
 
@@ -33,6 +35,7 @@ pub use openai::{OpenAiCompatible, OpenAiCompatibleConfig};
 pub use pricing::{ModelPrice, PriceTable, Priced};
 pub use retry::{RetryPolicy, Retrying};
 pub use scripted::{ScriptStep, ScriptedProvider};
+pub use tokens::{Counted, count_tokens, estimate_request_tokens, message_tokens};
 
 /// One message of the prompt, in provider-neutral form.
 #[derive(Debug, Clone, PartialEq)]

@@ -52,6 +52,11 @@ pub struct OpenAiCompatibleConfig {
     pub base_url: String,
     /// Sent as `Authorization: Bearer <key>`; local servers usually need none.
     pub api_key: Option<SecretString>,
+    /// Whether requests that offer tools are streamed. `false` asks for the whole reply at once
+    /// when tools are offered (text still streams when none are), for servers that cannot
+    /// stream tool calls: llama-cpp-python fails a streamed `tool_choice: auto` after it has
+    /// begun answering.
+    pub stream_tools: bool,
 }
 
 impl fmt::Debug for OpenAiCompatibleConfig {
@@ -60,6 +65,7 @@ impl fmt::Debug for OpenAiCompatibleConfig {
             .field("name", &self.name)
             .field("base_url", &self.base_url)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("stream_tools", &self.stream_tools)
             .finish()
     }
 }
@@ -79,6 +85,8 @@ pub struct OpenAiCompatible {
     /// file, say): every request then fails with it, as async-openai would panic building the
     /// header.
     key_problem: Option<ProviderError>,
+    /// [`OpenAiCompatibleConfig::stream_tools`].
+    stream_tools: bool,
 }
 
 impl fmt::Debug for OpenAiCompatible {
@@ -102,7 +110,7 @@ impl OpenAiCompatible {
             .with_org_id("")
             .with_project_id("");
         let client = Client::with_config(openai_config).with_http_service(classifying_transport(config.name.clone()));
-        Self { name: config.name, base_url, client, key_problem }
+        Self { name: config.name, base_url, client, key_problem, stream_tools: config.stream_tools }
     }
 }
 
@@ -112,26 +120,38 @@ impl LlmProvider for OpenAiCompatible {
     }
 
     fn stream(&self, request: LlmRequest) -> ProviderStream {
-        let body = chat_request(&request);
+        let streamed = self.stream_tools || request.tools.is_empty();
+        let body = chat_request(&request, streamed);
         tracing::debug!(
             provider = %self.name,
             base_url = %self.base_url,
             model = %request.model,
             messages = body.messages.len(),
             tools = request.tools.len(),
+            streamed,
             "starting a chat completion"
         );
         let client = self.client.clone();
-        let key_problem = self.key_problem.clone();
-        let opened = async move {
-            if let Some(problem) = key_problem {
-                return Err(problem);
-            }
-            client.chat().create_stream_byot::<_, WireChunk>(body).await.map_err(provider_error)
-        };
         let provider = self.name.clone();
+        if let Some(problem) = self.key_problem.clone() {
+            return Box::pin(futures::stream::iter([Err(problem)]));
+        }
+        if !streamed {
+            let whole = async move {
+                match client.chat().create_byot::<_, WireCompletion>(body).await {
+                    Ok(completion) => completion_events(completion),
+                    Err(error) => vec![Err(provider_error(error))],
+                }
+            };
+            return Box::pin(futures::stream::once(whole).flat_map(futures::stream::iter));
+        }
+        // A server that ends a streamed reply early says nothing about why; what helps depends
+        // on whether the request offered tools.
+        let hint = if request.tools.is_empty() { EndHint::Plain } else { EndHint::ToolsStreamed(self.name.clone()) };
+        let opened =
+            async move { client.chat().create_stream_byot::<_, WireChunk>(body).await.map_err(provider_error) };
         Box::pin(futures::stream::once(opened).flat_map(move |opened| match opened {
-            Ok(chunks) => reply_events(chunks, provider.clone()).left_stream(),
+            Ok(chunks) => reply_events(chunks, provider.clone(), hint.clone()).left_stream(),
             Err(error) => {
                 tracing::debug!(provider = %provider, %error, "chat completion failed before streaming");
                 futures::stream::iter([Err(error)]).right_stream()
@@ -170,8 +190,8 @@ fn classifying_transport(
 // ---------------------------------------------------------------------------------------------
 // Request
 
-/// The chat completions request for `request`.
-fn chat_request(request: &LlmRequest) -> CreateChatCompletionRequest {
+/// The chat completions request for `request`, streamed or not.
+fn chat_request(request: &LlmRequest, streamed: bool) -> CreateChatCompletionRequest {
     let mut messages = Vec::with_capacity(request.messages.len() + 1);
     if let Some(system) = request.system_prompt.as_deref().filter(|system| !system.is_empty()) {
         messages.push(system_message(system.to_owned()));
@@ -189,8 +209,9 @@ fn chat_request(request: &LlmRequest) -> CreateChatCompletionRequest {
         tools,
         tool_choice,
         temperature: request.temperature,
-        stream: Some(true),
-        stream_options: Some(ChatCompletionStreamOptions { include_usage: Some(true), include_obfuscation: None }),
+        stream: Some(streamed),
+        stream_options: streamed
+            .then_some(ChatCompletionStreamOptions { include_usage: Some(true), include_obfuscation: None }),
         ..CreateChatCompletionRequest::default()
     };
     set_max_tokens(&mut body, request.max_tokens);
@@ -315,6 +336,9 @@ fn assistant_message(parts: &[ContentPart]) -> Option<ChatCompletionRequestMessa
         })
         .collect();
     let content = match texts.len() {
+        // The API allows no `content` beside tool calls, but many servers' chat templates read
+        // it unconditionally (llama.cpp's fails the request); an empty string suits them all.
+        0 if !tool_calls.is_empty() => Some(ChatCompletionRequestAssistantMessageContent::Text(String::new())),
         0 => None,
         1 => texts.pop().map(ChatCompletionRequestAssistantMessageContent::Text),
         _ => Some(ChatCompletionRequestAssistantMessageContent::Array(
@@ -411,6 +435,21 @@ struct WireFunction {
     arguments: Option<serde_json::Value>,
 }
 
+/// A whole `chat.completion` (not streamed), as leniently as [`WireChunk`].
+#[derive(Debug, Default, Deserialize)]
+struct WireCompletion {
+    choices: Option<Vec<WireCompletionChoice>>,
+    usage: Option<WireUsage>,
+    error: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct WireCompletionChoice {
+    /// The whole reply, in the same shape as a streamed delta.
+    message: Option<WireDelta>,
+    finish_reason: Option<String>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 struct WireUsage {
     prompt_tokens: Option<u64>,
@@ -425,9 +464,45 @@ struct WirePromptTokensDetails {
 
 type EventResult = Result<ProviderEvent, ProviderError>;
 
+/// The events of a reply that was not streamed: the same as the one chunk that would carry it
+/// all.
+fn completion_events(completion: WireCompletion) -> Vec<EventResult> {
+    let chunk = WireChunk {
+        choices: completion.choices.map(|choices| {
+            choices
+                .into_iter()
+                .map(|choice| WireChoice { delta: choice.message, finish_reason: choice.finish_reason })
+                .collect()
+        }),
+        usage: completion.usage,
+        error: completion.error,
+    };
+    let mut translator = ChunkTranslator::new(EndHint::Plain);
+    let mut events = translator.chunk(chunk);
+    if events.iter().all(Result::is_ok) {
+        events.push(translator.end());
+    }
+    events
+}
+
+/// What to tell the user when a streamed reply ends before its finish reason.
+#[derive(Debug, Clone, Default)]
+enum EndHint {
+    /// No tools were offered: most likely a cut connection.
+    #[default]
+    Plain,
+    /// The request streamed with tools offered, from the provider of this name: some servers
+    /// cannot, and give up after the response has begun.
+    ToolsStreamed(String),
+}
+
 /// The events of one streamed reply. The stream ends after `Finish` or after the first error,
 /// which also drops (and so closes) the HTTP response.
-fn reply_events(chunks: StreamResponse<WireChunk>, provider: String) -> impl futures::Stream<Item = EventResult> {
+fn reply_events(
+    chunks: StreamResponse<WireChunk>,
+    provider: String,
+    hint: EndHint,
+) -> impl futures::Stream<Item = EventResult> {
     struct Reply {
         chunks: StreamResponse<WireChunk>,
         translator: ChunkTranslator,
@@ -436,7 +511,7 @@ fn reply_events(chunks: StreamResponse<WireChunk>, provider: String) -> impl fut
         provider: String,
     }
     let reply =
-        Reply { chunks, translator: ChunkTranslator::default(), pending: VecDeque::new(), ended: false, provider };
+        Reply { chunks, translator: ChunkTranslator::new(hint), pending: VecDeque::new(), ended: false, provider };
     futures::stream::unfold(Some(reply), |reply| async move {
         let mut reply = reply?;
         loop {
@@ -470,6 +545,10 @@ fn reply_events(chunks: StreamResponse<WireChunk>, provider: String) -> impl fut
 /// OpenAI sends the usage chunk after the chunk that carries it.
 #[derive(Debug, Default)]
 struct ChunkTranslator {
+    /// What to say if the stream ends early.
+    hint: EndHint,
+    /// Chunks seen, for that message.
+    chunks: usize,
     finish: Option<FinishReason>,
     refused: bool,
     /// The tool calls seen so far.
@@ -488,7 +567,12 @@ struct SeenCall {
 }
 
 impl ChunkTranslator {
+    fn new(hint: EndHint) -> Self {
+        Self { hint, ..Self::default() }
+    }
+
     fn chunk(&mut self, chunk: WireChunk) -> Vec<EventResult> {
+        self.chunks += 1;
         if let Some(error) = chunk.error {
             return vec![Err(stream_error(&error))];
         }
@@ -502,12 +586,15 @@ impl ChunkTranslator {
                     self.refused = true;
                     events.push(Ok(ProviderEvent::TextDelta(refusal)));
                 }
-                let legacy = delta.function_call.map(|function| WireToolCall {
+                let tool_calls = delta.tool_calls.unwrap_or_default();
+                // The deprecated single-function form only when there is nothing else:
+                // llama-cpp-python sends every piece in both forms, which would double them.
+                let legacy = delta.function_call.filter(|_| tool_calls.is_empty()).map(|function| WireToolCall {
                     index: Some(0),
                     id: None,
                     function: Some(function),
                 });
-                for call in delta.tool_calls.unwrap_or_default().into_iter().chain(legacy) {
+                for call in tool_calls.into_iter().chain(legacy) {
                     events.extend(self.tool_call(call).map(Ok));
                 }
             }
@@ -550,6 +637,8 @@ impl ChunkTranslator {
             }
         };
         let seen = &mut self.calls[position];
+        // Servers that repeat the id on every piece of a call say nothing new after the first.
+        let id = id.filter(|id| seen.id.as_deref() != Some(id.as_str()));
         if id.is_some() {
             seen.id.clone_from(&id);
         }
@@ -584,11 +673,25 @@ impl ChunkTranslator {
             Some(FinishReason::Stop) if !self.calls.is_empty() => FinishReason::ToolCalls,
             Some(reason) => reason.clone(),
             None => {
-                return Err(ProviderError::MalformedResponse {
-                    message: "the stream ended before the provider said why it stopped (no finish_reason); the \
-                              connection may have been cut"
-                        .to_owned(),
-                });
+                let received = match self.chunks {
+                    0 => "without sending a single chunk".to_owned(),
+                    n => format!("after {n} chunk(s)"),
+                };
+                let message = match &self.hint {
+                    EndHint::Plain => format!(
+                        "the stream ended {received} before the provider said why it stopped (no finish_reason); \
+                         the connection may have been cut"
+                    ),
+                    EndHint::ToolsStreamed(provider) => format!(
+                        "the server ended the streamed reply {received}, without a finish_reason, to a request \
+                         that offered tools: some servers (llama-cpp-python with tool_choice auto) cannot stream \
+                         tool calls and give up after answering 200; set `stream_tools = false` on provider \
+                         `{provider}` ([providers.{provider}] in colloquy.toml, or \
+                         COLLOQUY_PROVIDERS__{}__STREAM_TOOLS=false), and see the server's log",
+                        provider.to_uppercase()
+                    ),
+                };
+                return Err(ProviderError::MalformedResponse { message });
             }
         };
         Ok(ProviderEvent::Finish(reason))
@@ -667,7 +770,7 @@ mod tests {
     }
 
     fn events(chunks: Vec<serde_json::Value>) -> Vec<EventResult> {
-        let mut translator = ChunkTranslator::default();
+        let mut translator = ChunkTranslator::new(EndHint::Plain);
         let mut events: Vec<EventResult> = chunks.into_iter().flat_map(|json| translator.chunk(chunk(json))).collect();
         events.push(translator.end());
         events
@@ -679,6 +782,7 @@ mod tests {
             name: "openai".into(),
             base_url: "https://api.openai.com/v1".into(),
             api_key: Some(SecretString::from("sk-very-secret")),
+            stream_tools: true,
         };
         let shown = format!("{config:?} {:?}", OpenAiCompatible::new(config.clone()));
         assert!(!shown.contains("sk-very-secret"), "{shown}");
@@ -714,7 +818,7 @@ mod tests {
     }
 
     #[test]
-    fn calls_without_indexes_are_placed_and_repeated_names_dropped() {
+    fn calls_without_indexes_are_placed_and_repeated_ids_and_names_dropped() {
         let events = events(vec![
             // No index, the id and name repeated on every piece, arguments as an object.
             json!({"choices": [{"delta": {"tool_calls": [{"id": "a", "function": {"name": "f", "arguments": "{\"x\":"}}]}}]}),
@@ -734,7 +838,8 @@ mod tests {
             events,
             vec![
                 delta(0, Some("a"), Some("f"), "{\"x\":"),
-                delta(0, Some("a"), None, "1}"),
+                // The repeated id says nothing new.
+                delta(0, None, None, "1}"),
                 delta(1, None, Some("g"), "{\"y\":2}"),
                 // `stop` after tool calls is read as `tool_calls`.
                 Ok(ProviderEvent::Finish(FinishReason::ToolCalls)),
@@ -772,6 +877,7 @@ mod tests {
             name: "openai".into(),
             base_url: "http://127.0.0.1:9/v1".into(),
             api_key: Some(SecretString::from("sk-one\nsk-two")),
+            stream_tools: true,
         });
         assert!(matches!(provider.key_problem, Some(ProviderError::Auth { .. })));
     }

@@ -201,6 +201,7 @@ mod tests {
             cache_read_tokens: 2_000_000,
             cache_write_tokens: 4_000_000,
             cost_usd: None,
+            estimated: false,
         };
         // 1M uncached at 3 + 2M read at 0.30 + 4M written at 3.75 + 1M out at 15.
         let cost = table.cost("claude-sonnet-4-5", &usage).unwrap();

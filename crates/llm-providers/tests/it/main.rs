@@ -2,6 +2,7 @@
 //! that speak each provider's wire format.
 
 mod anthropic;
+mod llama_cpp;
 mod openai;
 mod scenarios;
 mod support;

@@ -20,6 +20,7 @@ fn provider(base_url: String) -> OpenAiCompatible {
         name: "mock".into(),
         base_url,
         api_key: Some(SecretString::from("sk-test")),
+        stream_tools: true,
     })
 }
 

@@ -67,6 +67,7 @@ async fn start(wire: Wire, fixture: Fixture) -> anyhow::Result<(Server, Arc<dyn 
                 name: "openai".into(),
                 base_url: mock.base_url(),
                 api_key: key,
+                stream_tools: true,
             });
             let provider = Priced::new(Retrying::new(provider, policy()), prices);
             (Server::OpenAi(mock), Arc::new(provider), OPENAI_MODEL.to_owned())
