@@ -62,6 +62,10 @@ pub enum ProviderConfig {
         /// `pricing."my-model" = { input = 0.5, output = 1.5, cache_read = 0.05 }`.
         #[serde(default)]
         pricing: BTreeMap<String, ModelPrice>,
+        /// `false`: requests that offer tools ask for the whole reply at once instead of a stream,
+        /// for servers that cannot stream tool calls (llama-cpp-python). Default `true`.
+        #[serde(default = "yes")]
+        stream_tools: bool,
     },
     /// Anthropic's Messages API.
     Anthropic {
@@ -93,6 +97,10 @@ pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 
 /// Where Anthropic's API lives.
 pub const ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
+
+const fn yes() -> bool {
+    true
+}
 
 fn anthropic_base_url() -> String {
     ANTHROPIC_BASE_URL.to_owned()
@@ -138,6 +146,7 @@ impl Config {
                     api_key: Some(SecretString::from(key)),
                     default_model: None,
                     pricing: BTreeMap::new(),
+                    stream_tools: true,
                 },
             );
         }

@@ -8,8 +8,8 @@ use std::time::Duration;
 use colloquy_core_model::AgentSpec;
 use colloquy_engine::ProviderRegistry;
 use colloquy_llm_providers::{
-    Anthropic, AnthropicConfig, LlmProvider, ModelPrice, OpenAiCompatible, OpenAiCompatibleConfig, PriceTable, Priced,
-    RetryPolicy, Retrying, ScriptStep, ScriptedProvider, Unconfigured,
+    Anthropic, AnthropicConfig, Counted, LlmProvider, ModelPrice, OpenAiCompatible, OpenAiCompatibleConfig, PriceTable,
+    Priced, RetryPolicy, Retrying, ScriptStep, ScriptedProvider, Unconfigured,
 };
 
 use crate::config::{Config, ProviderConfig};
@@ -39,10 +39,15 @@ pub async fn build(config: &Config, builtin_tools: Vec<String>) -> Providers {
     let mut banner = Vec::new();
     for (name, provider) in &config.providers {
         let (provider, model): (Arc<dyn LlmProvider>, String) = match provider {
-            ProviderConfig::OpenaiCompatible { base_url, api_key, default_model, pricing } => {
-                banner.push(format!("provider `{name}`: OpenAI-compatible at {base_url}"));
-                let config =
-                    OpenAiCompatibleConfig { name: name.clone(), base_url: base_url.clone(), api_key: api_key.clone() };
+            ProviderConfig::OpenaiCompatible { base_url, api_key, default_model, pricing, stream_tools } => {
+                let streaming = if *stream_tools { "" } else { " (replies with tools offered are not streamed)" };
+                banner.push(format!("provider `{name}`: OpenAI-compatible at {base_url}{streaming}"));
+                let config = OpenAiCompatibleConfig {
+                    name: name.clone(),
+                    base_url: base_url.clone(),
+                    api_key: api_key.clone(),
+                    stream_tools: *stream_tools,
+                };
                 (
                     production(OpenAiCompatible::new(config), pricing),
                     default_model.clone().unwrap_or_else(|| "gpt-4o-mini".to_owned()),
@@ -79,6 +84,7 @@ pub async fn build(config: &Config, builtin_tools: Vec<String>) -> Providers {
                     name: "ollama".to_owned(),
                     base_url: format!("{OLLAMA_URL}/v1"),
                     api_key: None,
+                    stream_tools: true,
                 };
                 registry.insert("ollama".to_owned(), production(OpenAiCompatible::new(config), &BTreeMap::new()));
                 default_models.push(("ollama".to_owned(), first_model.unwrap_or_else(|| "llama3.2".to_owned())));
@@ -111,14 +117,15 @@ pub async fn build(config: &Config, builtin_tools: Vec<String>) -> Providers {
     Providers { registry, default_agent, banner }
 }
 
-/// An HTTP provider as the engine gets it: retried before its first event (default policy) and
-/// priced from the built-in table plus the configuration's `pricing`.
+/// An HTTP provider as the engine gets it: retried before its first event (default policy),
+/// its usage counted locally when the server reports none, and priced from the built-in table
+/// plus the configuration's `pricing`.
 fn production(provider: impl LlmProvider, pricing: &BTreeMap<String, ModelPrice>) -> Arc<dyn LlmProvider> {
     let mut prices = PriceTable::builtin();
     for (model, price) in pricing {
         prices.insert(model.clone(), *price);
     }
-    Arc::new(Priced::new(Retrying::new(provider, RetryPolicy::default()), Arc::new(prices)))
+    Arc::new(Priced::new(Counted::new(Retrying::new(provider, RetryPolicy::default())), Arc::new(prices)))
 }
 
 /// Asks Ollama for its models; `Some(first model)` when it answers.

@@ -255,3 +255,26 @@ async fn conversations_nobody_could_use_are_refused_at_creation() -> anyhow::Res
     assert_eq!(status, 201);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_from_a_server_that_reports_no_usage_is_counted_and_marked_estimated() -> anyhow::Result<()> {
+    // llama.cpp's server sends no usage chunk; without counting, every turn cost 0 tokens.
+    let mock =
+        MockOpenAi::start(vec![MockReply::Chunks(chunks::text("gpt-test", &["Hello ", "there."], None))]).await?;
+    let gateway = Gateway::start(gateway_config(&mock.base_url())).await?;
+    let id = gateway.create_conversation(json!({})).await?["id"].as_str().unwrap_or_default().to_owned();
+    let mut client = gateway.connect().await?;
+    client.subscribe(&id, 0).await?;
+    client.send(json!({ "type": "send", "conversation_id": id, "content": "Say hello." })).await?;
+    let frames = client.recv_until(is_agent_end).await?;
+    let end = frames.iter().find(|f| f["event"]["type"] == "message_end").cloned().unwrap_or_default();
+    let usage = &end["event"]["message"]["usage"];
+    assert_eq!(usage["estimated"], true, "{usage}");
+    assert!(usage["input_tokens"].as_u64() > Some(0) && usage["output_tokens"].as_u64() > Some(0), "{usage}");
+    let turn = &frames.last().map(|f| f["event"]["usage"].clone()).unwrap_or_default();
+    assert_eq!((turn["estimated"].clone(), turn["input_tokens"].clone()), (json!(true), usage["input_tokens"].clone()));
+    // Stored so: the history says the same.
+    let (_, page) = gateway.get(&format!("/v1/conversations/{id}/messages")).await?;
+    assert_eq!(page["messages"][1]["usage"], usage.clone());
+    Ok(())
+}
