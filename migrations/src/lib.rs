@@ -11,6 +11,7 @@ mod m20261122_000002_records;
 mod m20261122_000003_message_temperature;
 mod m20261202_000004_queued_messages;
 mod m20261202_000005_usage_estimated;
+mod m20261202_000006_accounts;
 
 /// Every migration of the Colloquy schema, oldest first.
 pub struct Migrator;
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000003_message_temperature::Migration),
             Box::new(m20261202_000004_queued_messages::Migration),
             Box::new(m20261202_000005_usage_estimated::Migration),
+            Box::new(m20261202_000006_accounts::Migration),
         ]
     }
 }

@@ -81,6 +81,11 @@ uuid_id!(
     TurnId,
     "turn id"
 );
+uuid_id!(
+    /// Identifies an account: a person, a service or an operator across conversations.
+    AccountId,
+    "account id"
+);
 
 /// Identifies one tool call.
 ///

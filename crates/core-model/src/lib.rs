@@ -4,6 +4,7 @@
 //! every other crate (and any program that only wants to read Colloquy's wire format) can use it.
 //! Every enum serializes with `snake_case` names; tagged enums use a `type` field.
 
+mod account;
 mod conversation;
 mod event;
 mod ids;
@@ -12,9 +13,10 @@ mod message;
 mod options;
 mod participant;
 
+pub use account::{Account, AccountKind};
 pub use conversation::{Conversation, ConversationKind, ConversationStatus, ForkPoint, Totals};
 pub use event::{BudgetLimit, EventEnvelope, MessageDelta, StopReason, TurnError, TurnErrorKind, TurnEvent};
-pub use ids::{ConversationId, MessageId, ParseIdError, ParticipantId, ToolCallId, TurnId};
+pub use ids::{AccountId, ConversationId, MessageId, ParseIdError, ParticipantId, ToolCallId, TurnId};
 pub use message::{ContentPart, MediaSource, Message, MessageRole, NewMessage, ToolSpec, Usage};
 pub use options::{Options, QueueMode, ResponderPolicy, ToolChoice};
 pub use participant::{AgentSpec, Participant, ParticipantKind, ParticipantRole};

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ConversationId, ParticipantId, Timestamp};
+use crate::{AccountId, ConversationId, ParticipantId, Timestamp};
 
 /// What kind of party a participant is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -60,6 +60,10 @@ pub struct Participant {
     /// How it answers, for agents.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<AgentSpec>,
+    /// The account it belongs to: the person or service behind a user or service participant,
+    /// the account that added an agent. One account is one identity in many conversations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<AccountId>,
     /// When it joined.
     pub joined_at: Timestamp,
     /// When it left, if it has.

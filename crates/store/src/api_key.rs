@@ -1,12 +1,13 @@
-//! API keys: bearer secrets bound to a participant or to an operator. The store keeps only a
-//! SHA-256 hash of each secret, so a copy of the database does not let anyone in.
+//! API keys and the accounts they authenticate. The store keeps only a SHA-256 hash of each
+//! secret, so a copy of the database does not let anyone in.
 
 use std::fmt;
 
-use colloquy_core_model::{ParticipantId, Timestamp};
+use colloquy_core_model::{AccountId, AccountKind, Timestamp};
 
 /// An API key's id (not its secret): safe to log and to show.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct ApiKeyId(pub uuid::Uuid);
 
 impl ApiKeyId {
@@ -28,6 +29,27 @@ impl fmt::Display for ApiKeyId {
     }
 }
 
+impl std::str::FromStr for ApiKeyId {
+    type Err = uuid::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        uuid::Uuid::parse_str(s).map(Self)
+    }
+}
+
+/// An account to create.
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    /// Chosen by the caller.
+    pub id: AccountId,
+    /// A unique handle.
+    pub name: String,
+    /// User, service or admin.
+    pub kind: AccountKind,
+    /// Shown to others.
+    pub display_name: String,
+}
+
 /// A key to store. The caller makes the secret (long and random) and hands it to its owner once.
 #[derive(Clone)]
 pub struct NewApiKey {
@@ -37,10 +59,10 @@ pub struct NewApiKey {
     pub secret: String,
     /// What it is for, for operators.
     pub label: Option<String>,
-    /// The participant it acts as; `None` for an operator key.
-    pub participant: Option<ParticipantId>,
-    /// Whether it may manage every conversation and key.
-    pub admin: bool,
+    /// The account it authenticates.
+    pub account: AccountId,
+    /// When it stops working, if ever.
+    pub expires_at: Option<Timestamp>,
 }
 
 impl NewApiKey {
@@ -54,25 +76,36 @@ impl fmt::Debug for NewApiKey {
             .field("id", &self.id)
             .field("secret", &"<redacted>")
             .field("label", &self.label)
-            .field("participant", &self.participant)
-            .field("admin", &self.admin)
+            .field("account", &self.account)
+            .field("expires_at", &self.expires_at)
             .finish()
     }
 }
 
 /// A stored key, without its secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ApiKey {
     /// The key's id.
     pub id: ApiKeyId,
     /// What it is for.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
-    /// The participant it acts as; `None` for an operator key.
-    pub participant: Option<ParticipantId>,
-    /// Whether it may manage every conversation and key.
-    pub admin: bool,
+    /// The account it authenticates; `None` for a key from before accounts, which authenticates
+    /// no one.
+    pub account: Option<AccountId>,
     /// When it was stored.
     pub created_at: Timestamp,
+    /// When it stops working, if ever.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
     /// When it was revoked, if it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<Timestamp>,
+}
+
+impl ApiKey {
+    /// Whether it authenticates at `now`: bound to an account, not revoked, not expired.
+    pub fn is_valid_at(&self, now: Timestamp) -> bool {
+        self.account.is_some() && self.revoked_at.is_none() && self.expires_at.is_none_or(|at| now < at)
+    }
 }

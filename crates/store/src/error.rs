@@ -83,6 +83,15 @@ pub enum StoreError {
     /// No API key has this id.
     #[error("api key {0} does not exist: list the keys for valid ids")]
     ApiKeyNotFound(ApiKeyId),
+    /// An account name that is taken.
+    #[error("there is already an account named `{0}`: choose another name")]
+    AccountExists(String),
+    /// No account has this id or name.
+    #[error("account {0} does not exist: list the accounts for valid ids and names")]
+    AccountNotFound(String),
+    /// An account name that cannot be a handle.
+    #[error("invalid account name `{0}`: use 1 to 64 characters without spaces")]
+    InvalidAccountName(String),
     /// A new API key's secret is too short to be safe.
     #[error("api key secret is too short: use at least {min} random characters")]
     WeakApiKey {
@@ -148,6 +157,9 @@ impl StoreError {
                 | Self::StaleLease(_)
                 | Self::ApiKeyNotFound(_)
                 | Self::WeakApiKey { .. }
+                | Self::AccountExists(_)
+                | Self::AccountNotFound(_)
+                | Self::InvalidAccountName(_)
                 | Self::TooDeep { .. }
                 | Self::UnsupportedUrl(_)
         )

@@ -19,12 +19,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use colloquy_core_model::{
-    AgentSpec, ContentPart, Conversation, ConversationId, ConversationKind, ConversationStatus, EventEnvelope, Message,
-    MessageId, NewMessage, Options, Participant, ParticipantId, ParticipantKind, ParticipantRole, Timestamp,
-    ToolCallId, TurnEvent, TurnId,
+    Account, AccountId, AgentSpec, ContentPart, Conversation, ConversationId, ConversationKind, ConversationStatus,
+    EventEnvelope, Message, MessageId, NewMessage, Options, Participant, ParticipantId, ParticipantKind,
+    ParticipantRole, Timestamp, ToolCallId, TurnEvent, TurnId,
 };
 
-pub use api_key::{ApiKey, ApiKeyId, NewApiKey};
+pub use api_key::{ApiKey, ApiKeyId, NewAccount, NewApiKey};
 pub use error::StoreError;
 pub use lease::{FencingToken, Lease};
 pub use query::{ConversationCursor, ConversationFilter, ConversationUpdate, History, MessageCursor, Page};
@@ -61,6 +61,8 @@ pub struct NewParticipant {
     pub role: ParticipantRole,
     /// How it answers, for agents.
     pub agent: Option<AgentSpec>,
+    /// The account behind it (see [`Participant::account`]).
+    pub account: Option<AccountId>,
 }
 
 /// Which event records an appended message; the store builds it around the stored message.
@@ -122,6 +124,10 @@ pub struct AppendedMessage {
 pub trait ConversationStore: Send + Sync + 'static {
     /// Checks that the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Closes the connections cleanly (SQLite checkpoints its WAL), for a clean stop. Nothing
+    /// works afterwards.
+    async fn close(&self) -> Result<(), StoreError>;
 
     /// Creates a conversation and its first participants in one transaction.
     async fn create_conversation(&self, new: NewConversation) -> Result<(Conversation, Vec<Participant>), StoreError>;
@@ -345,11 +351,29 @@ pub trait ConversationStore: Send + Sync + 'static {
     /// no longer the current one.
     async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError>;
 
-    /// Stores an API key (only its SHA-256 hash is kept).
+    /// Creates an account; [`StoreError::AccountExists`] if its name is taken.
+    async fn create_account(&self, account: NewAccount) -> Result<Account, StoreError>;
+
+    /// The account with this id; [`StoreError::AccountNotFound`] if there is none.
+    async fn account(&self, id: AccountId) -> Result<Account, StoreError>;
+
+    /// The account with this name, if there is one.
+    async fn account_by_name(&self, name: &str) -> Result<Option<Account>, StoreError>;
+
+    /// Every account, oldest first.
+    async fn accounts(&self) -> Result<Vec<Account>, StoreError>;
+
+    /// Stores an API key for an existing account (only its SHA-256 hash is kept).
     async fn create_api_key(&self, key: NewApiKey) -> Result<ApiKey, StoreError>;
 
-    /// The key whose secret is `secret`, unless unknown or revoked.
-    async fn authenticate_api_key(&self, secret: &str) -> Result<Option<ApiKey>, StoreError>;
+    /// The key whose secret is `secret` and its account, if the key authenticates at `now`: not
+    /// unknown, revoked or expired, and bound to an account.
+    async fn authenticate_api_key(&self, secret: &str, now: Timestamp)
+    -> Result<Option<(ApiKey, Account)>, StoreError>;
+
+    /// Keys revoked at or after `since`, with when: a server polls this to close the
+    /// connections of keys revoked by another process (`colloquy keys revoke`).
+    async fn api_keys_revoked_since(&self, since: Timestamp) -> Result<Vec<(ApiKeyId, Timestamp)>, StoreError>;
 
     /// Revokes a key; [`StoreError::ApiKeyNotFound`] if there is none.
     async fn revoke_api_key(&self, id: ApiKeyId) -> Result<(), StoreError>;

@@ -4,6 +4,7 @@
 //! (SQLite pragmas, one connection for an in-memory database, Postgres `synchronous_commit`), to
 //! serialize SQLite's writers, and for full-text search (FTS5 or `tsvector`, in `history.rs`).
 
+mod accounts;
 mod agents;
 mod api_keys;
 mod append;
@@ -40,8 +41,8 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use crate::{
     ApiKey, ApiKeyId, AppendedMessage, ConversationCursor, ConversationFilter, ConversationStore, ConversationUpdate,
-    FencingToken, History, Lease, MessageCursor, MessageEvent, NewApiKey, NewConversation, NewParticipant, Page,
-    StoreError,
+    FencingToken, History, Lease, MessageCursor, MessageEvent, NewAccount, NewApiKey, NewConversation, NewParticipant,
+    Page, StoreError,
 };
 
 /// How hard a commit (every append is one) works to survive a crash or a power loss. An explicit
@@ -291,6 +292,10 @@ fn is_unique_violation(err: &DbErr) -> bool {
 impl ConversationStore for SeaStore {
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(self.db.ping().await?)
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        Ok(self.db.close_by_ref().await?)
     }
 
     async fn create_conversation(
@@ -647,20 +652,45 @@ impl ConversationStore for SeaStore {
     }
 
     async fn create_api_key(&self, key: NewApiKey) -> Result<ApiKey, StoreError> {
+        let account = key.account;
         let (stored, row) = api_keys::new_row(key, now())?;
         let (_writer, txn) = self.begin_write().await?;
+        if accounts::Entity::find_by_id(account.as_uuid()).one(&txn).await?.is_none() {
+            return abort(txn, StoreError::AccountNotFound(account.to_string())).await;
+        }
         api_keys::Entity::insert(row).exec_without_returning(&txn).await?;
         txn.commit().await?;
         Ok(stored)
     }
 
-    async fn authenticate_api_key(&self, secret: &str) -> Result<Option<ApiKey>, StoreError> {
-        Ok(api_keys::Entity::find()
-            .filter(api_keys::Column::KeyHash.eq(api_keys::hash_secret(secret)))
-            .filter(api_keys::Column::RevokedAt.is_null())
-            .one(&self.db)
-            .await?
-            .map(api_keys::Model::into_domain))
+    async fn authenticate_api_key(
+        &self,
+        secret: &str,
+        now: Timestamp,
+    ) -> Result<Option<(ApiKey, colloquy_core_model::Account)>, StoreError> {
+        accounts::authenticate(&self.db, secret, now).await
+    }
+
+    async fn api_keys_revoked_since(&self, since: Timestamp) -> Result<Vec<(ApiKeyId, Timestamp)>, StoreError> {
+        accounts::revoked_since(&self.db, since).await
+    }
+
+    async fn create_account(&self, account: NewAccount) -> Result<colloquy_core_model::Account, StoreError> {
+        let (_writer, txn) = self.begin_write().await?;
+        let outcome = accounts::create(&txn, account).await;
+        commit_or_abort(txn, outcome).await
+    }
+
+    async fn account(&self, id: colloquy_core_model::AccountId) -> Result<colloquy_core_model::Account, StoreError> {
+        accounts::by_id(&self.db, id).await
+    }
+
+    async fn account_by_name(&self, name: &str) -> Result<Option<colloquy_core_model::Account>, StoreError> {
+        accounts::by_name(&self.db, name).await
+    }
+
+    async fn accounts(&self) -> Result<Vec<colloquy_core_model::Account>, StoreError> {
+        accounts::all(&self.db).await
     }
 
     async fn revoke_api_key(&self, id: ApiKeyId) -> Result<(), StoreError> {

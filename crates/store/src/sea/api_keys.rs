@@ -1,6 +1,6 @@
 //! The `api_keys` table: its SeaORM entity, the conversions to and from [`ApiKey`], and hashing.
 
-use colloquy_core_model::{ParticipantId, Timestamp};
+use colloquy_core_model::{AccountId, Timestamp};
 use sea_orm::ActiveValue::Set;
 use sea_orm::entity::prelude::*;
 use sha2::{Digest, Sha256};
@@ -16,10 +16,14 @@ pub struct Model {
     pub key_hash: String,
     #[sea_orm(column_type = "Text", nullable)]
     pub label: Option<String>,
+    /// From before accounts: unused, kept so old rows stay readable.
     pub participant_id: Option<Uuid>,
+    /// From before accounts: unused (an admin is an account of kind `admin`).
     pub admin: bool,
     pub created_at: DateTimeUtc,
     pub revoked_at: Option<DateTimeUtc>,
+    pub account_id: Option<Uuid>,
+    pub expires_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -43,17 +47,19 @@ pub(super) fn new_row(key: NewApiKey, now: Timestamp) -> Result<(ApiKey, ActiveM
         id: Set(key.id.0),
         key_hash: Set(hash_secret(&key.secret)),
         label: Set(key.label.clone()),
-        participant_id: Set(key.participant.map(|p| p.as_uuid())),
-        admin: Set(key.admin),
+        participant_id: Set(None),
+        admin: Set(false),
         created_at: Set(now),
         revoked_at: Set(None),
+        account_id: Set(Some(key.account.as_uuid())),
+        expires_at: Set(key.expires_at),
     };
     let stored = ApiKey {
         id: key.id,
         label: key.label,
-        participant: key.participant,
-        admin: key.admin,
+        account: Some(key.account),
         created_at: now,
+        expires_at: key.expires_at,
         revoked_at: None,
     };
     Ok((stored, row))
@@ -65,9 +71,9 @@ impl Model {
         ApiKey {
             id: ApiKeyId(self.id),
             label: self.label,
-            participant: self.participant_id.map(ParticipantId::from_uuid),
-            admin: self.admin,
+            account: self.account_id.map(AccountId::from_uuid),
             created_at: self.created_at,
+            expires_at: self.expires_at,
             revoked_at: self.revoked_at,
         }
     }

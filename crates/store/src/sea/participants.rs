@@ -28,6 +28,7 @@ pub struct Model {
     pub agent: Option<Json>,
     pub joined_at: DateTimeUtc,
     pub left_at: Option<DateTimeUtc>,
+    pub account_id: Option<Uuid>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -53,6 +54,7 @@ pub(super) fn new_row(
         agent: Set(agent),
         joined_at: Set(now),
         left_at: Set(None),
+        account_id: Set(new.account.map(|a| a.as_uuid())),
     };
     let participant = Participant {
         id: new.id,
@@ -61,6 +63,7 @@ pub(super) fn new_row(
         display_name: new.display_name,
         role: new.role,
         agent: new.agent,
+        account: new.account,
         joined_at: now,
         left_at: None,
     };
@@ -79,6 +82,7 @@ impl Model {
             display_name: self.display_name,
             role: parse_role(&self.role)?,
             agent,
+            account: self.account_id.map(colloquy_core_model::AccountId::from_uuid),
             joined_at: self.joined_at,
             left_at: self.left_at,
         })

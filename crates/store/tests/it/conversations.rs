@@ -41,6 +41,7 @@ pub async fn participants_list_in_join_order(store: Arc<SeaStore>) {
     new.participants = [(later, "first"), (earlier, "second"), (ParticipantId::new(), "third")]
         .into_iter()
         .map(|(id, name)| NewParticipant {
+            account: None,
             id,
             kind: ParticipantKind::User,
             display_name: name.to_owned(),

@@ -18,6 +18,7 @@ pub fn new_conversation() -> NewConversation {
         options: Options { model: Some("gpt-test".to_owned()), max_tokens: Some(512), ..Options::default() },
         participants: vec![
             NewParticipant {
+                account: None,
                 id: ParticipantId::new(),
                 kind: ParticipantKind::User,
                 display_name: "Ada".to_owned(),
@@ -25,6 +26,7 @@ pub fn new_conversation() -> NewConversation {
                 agent: None,
             },
             NewParticipant {
+                account: None,
                 id: ParticipantId::new(),
                 kind: ParticipantKind::Agent,
                 display_name: "Planner".to_owned(),

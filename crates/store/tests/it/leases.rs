@@ -62,25 +62,44 @@ pub async fn stale_fencing_token_is_refused(store: Arc<SeaStore>) {
 }
 
 pub async fn api_keys_are_stored_hashed(store: Arc<SeaStore>) {
-    use colloquy_core_model::ParticipantId;
-    use colloquy_store::{ApiKeyId, NewApiKey};
+    use colloquy_core_model::{AccountId, AccountKind};
+    use colloquy_store::{ApiKeyId, NewAccount, NewApiKey};
     use sea_orm::{ConnectionTrait, Statement};
 
+    let account = store
+        .create_account(NewAccount {
+            id: AccountId::new(),
+            name: "ada".to_owned(),
+            kind: AccountKind::User,
+            display_name: "Ada".to_owned(),
+        })
+        .await
+        .unwrap();
+    let taken =
+        NewAccount { id: AccountId::new(), name: "ada".to_owned(), kind: AccountKind::Admin, display_name: "x".into() };
+    assert!(matches!(store.create_account(taken).await, Err(StoreError::AccountExists(_))));
+    let spaced =
+        NewAccount { id: AccountId::new(), name: "a b".to_owned(), kind: AccountKind::User, display_name: "x".into() };
+    assert!(matches!(store.create_account(spaced).await, Err(StoreError::InvalidAccountName(_))));
+    assert_eq!(store.account_by_name("ada").await.unwrap(), Some(account.clone()));
+    assert_eq!(store.account(account.id).await.unwrap(), account);
+    assert_eq!(store.accounts().await.unwrap(), std::slice::from_ref(&account));
+
     let secret = "ck_live_0123456789abcdefghijklmnop".to_owned();
-    let participant = ParticipantId::new();
     let new = NewApiKey {
         id: ApiKeyId::new(),
         secret: secret.clone(),
         label: Some("laptop".to_owned()),
-        participant: Some(participant),
-        admin: false,
+        account: account.id,
+        expires_at: None,
     };
     assert!(!format!("{new:?}").contains(&secret), "Debug redacts the secret");
     let key = store.create_api_key(new.clone()).await.unwrap();
-    assert_eq!((key.participant, key.admin, key.revoked_at), (Some(participant), false, None));
+    assert_eq!((key.account, key.revoked_at), (Some(account.id), None));
 
-    assert_eq!(store.authenticate_api_key(&secret).await.unwrap(), Some(key.clone()));
-    assert_eq!(store.authenticate_api_key("ck_live_0123456789abcdefghijklmnoq").await.unwrap(), None);
+    let now = chrono::Utc::now();
+    assert_eq!(store.authenticate_api_key(&secret, now).await.unwrap(), Some((key.clone(), account.clone())));
+    assert_eq!(store.authenticate_api_key("ck_live_0123456789abcdefghijklmnoq", now).await.unwrap(), None);
 
     // Only the hash is in the database.
     let backend = store.connection().get_database_backend();
@@ -93,15 +112,34 @@ pub async fn api_keys_are_stored_hashed(store: Arc<SeaStore>) {
     assert_eq!(hash.len(), 64);
     assert!(!hash.contains(&secret));
 
-    // The same secret twice is refused; too short a secret too.
+    // The same secret twice is refused; too short a secret too; so is a key for no account.
     assert!(store.create_api_key(NewApiKey { id: ApiKeyId::new(), ..new.clone() }).await.is_err());
-    let weak = NewApiKey { id: ApiKeyId::new(), secret: "short".to_owned(), ..new };
+    let weak = NewApiKey { id: ApiKeyId::new(), secret: "short".to_owned(), ..new.clone() };
     assert!(matches!(store.create_api_key(weak).await, Err(StoreError::WeakApiKey { .. })));
+    let orphan =
+        NewApiKey { id: ApiKeyId::new(), secret: format!("{secret}-2"), account: AccountId::new(), ..new.clone() };
+    assert!(matches!(store.create_api_key(orphan).await, Err(StoreError::AccountNotFound(_))));
 
+    // A key with an expiry works until then.
+    let hour = chrono::Duration::hours(1);
+    let expiring = NewApiKey {
+        id: ApiKeyId::new(),
+        secret: format!("{secret}-expiring"),
+        expires_at: Some(now + hour),
+        ..new.clone()
+    };
+    store.create_api_key(expiring.clone()).await.unwrap();
+    assert!(store.authenticate_api_key(&expiring.secret, now).await.unwrap().is_some());
+    assert!(store.authenticate_api_key(&expiring.secret, now + hour * 2).await.unwrap().is_none());
+
+    let before = chrono::Utc::now() - chrono::Duration::seconds(1);
     store.revoke_api_key(key.id).await.unwrap();
-    assert_eq!(store.authenticate_api_key(&secret).await.unwrap(), None);
+    assert_eq!(store.authenticate_api_key(&secret, now).await.unwrap(), None);
+    let revoked = store.api_keys_revoked_since(before).await.unwrap();
+    assert_eq!(revoked.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [key.id]);
+    assert!(store.api_keys_revoked_since(chrono::Utc::now() + hour).await.unwrap().is_empty());
     let listed = store.api_keys().await.unwrap();
-    assert_eq!(listed.len(), 1);
+    assert_eq!(listed.len(), 2);
     assert!(listed[0].revoked_at.is_some());
     assert!(matches!(store.revoke_api_key(ApiKeyId::new()).await, Err(StoreError::ApiKeyNotFound(_))));
 }

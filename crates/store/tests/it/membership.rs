@@ -9,6 +9,7 @@ use crate::fixtures;
 
 fn service(id: ParticipantId, name: &str) -> NewParticipant {
     NewParticipant {
+        account: None,
         id,
         kind: ParticipantKind::Service,
         display_name: name.to_owned(),

@@ -201,6 +201,7 @@ async fn run_case(ops: Vec<Op>) {
             }
             Op::Join { conversation: c, party } => {
                 let new = NewParticipant {
+                    account: None,
                     id: parties[party],
                     kind: ParticipantKind::User,
                     display_name: format!("party {party}"),

@@ -139,6 +139,7 @@ pub async fn json_too_deep_to_read_back_is_refused(store: Arc<SeaStore>) {
 pub async fn thousands_of_participants_are_created_in_chunks(store: Arc<SeaStore>) {
     let mut new = fixtures::new_conversation();
     new.participants.extend((0..5_000).map(|n| NewParticipant {
+        account: None,
         id: ParticipantId::new(),
         kind: ParticipantKind::User,
         display_name: format!("guest {n}"),

@@ -123,6 +123,7 @@ pub async fn deleting_removes_everything(store: Arc<SeaStore>) {
 
 fn member(id: ParticipantId) -> NewParticipant {
     NewParticipant {
+        account: None,
         id,
         kind: ParticipantKind::User,
         display_name: "Grace".to_owned(),

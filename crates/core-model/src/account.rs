@@ -1,0 +1,44 @@
+//! Accounts: stable identities across conversations, which API keys authenticate and
+//! participants are bound to.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{AccountId, Timestamp};
+
+/// What an account is, and so what it may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountKind {
+    /// A person, behind a chat client.
+    User,
+    /// An outside program that posts as its own participants.
+    Service,
+    /// An operator: may do everything, in every conversation.
+    Admin,
+}
+
+impl AccountKind {
+    /// The stable lowercase name used in storage and on the wire.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Service => "service",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+/// A stable identity across conversations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    /// The account's id.
+    pub id: AccountId,
+    /// A unique handle, for operators (`colloquy keys create --account NAME`).
+    pub name: String,
+    /// User, service or admin.
+    pub kind: AccountKind,
+    /// Shown to others (the default display name of its participants).
+    pub display_name: String,
+    /// When it was created.
+    pub created_at: Timestamp,
+}
