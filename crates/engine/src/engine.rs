@@ -1,7 +1,9 @@
 //! The engine's public handle: post messages, subscribe, cancel, wait for idle.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use colloquy_core_model::limits::{MAX_JSON_DEPTH, MAX_PARTICIPANTS, json_depth};
 use colloquy_core_model::{
@@ -85,6 +87,8 @@ pub(crate) struct Inner {
     /// Conversations whose stored data cannot be read back, with why: they are refused instead
     /// of failing over and over, and listed for the operator.
     quarantined: Mutex<HashMap<ConversationId, String>>,
+    /// How many prompts may wait behind a running turn per conversation.
+    max_queued: AtomicUsize,
 }
 
 impl Inner {
@@ -198,7 +202,79 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// An engine over this store, these providers and these tools.
+    /// Default for [`Engine::set_max_queued_prompts`].
+    pub const DEFAULT_MAX_QUEUED_PROMPTS: usize = 100;
+
+    /// How many prompts may wait behind a running turn in one conversation; more are refused
+    /// with [`EngineError::QueueFull`], so a flood of sends cannot buy a flood of model requests.
+    pub fn set_max_queued_prompts(&self, limit: usize) {
+        self.inner.max_queued.store(limit.max(1), Ordering::Relaxed);
+    }
+
+    /// A conversation.
+    pub async fn conversation(&self, id: ConversationId) -> Result<Conversation, EngineError> {
+        Ok(self.inner.store.conversation(id).await?)
+    }
+
+    /// Messages of the history with `seq > after_seq`, oldest first, at most `limit`.
+    pub async fn messages_after(
+        &self,
+        id: ConversationId,
+        after_seq: u64,
+        limit: u64,
+    ) -> Result<Vec<Message>, EngineError> {
+        Ok(self.inner.store.messages_after(id, after_seq, limit).await?)
+    }
+
+    /// A conversation's participants, in join order (those who left included).
+    pub async fn participants(&self, id: ConversationId) -> Result<Vec<Participant>, EngineError> {
+        Ok(self.inner.store.participants(id).await?)
+    }
+
+    /// Takes a participant out of a conversation (`participant_left`): it stops receiving its
+    /// events and may not post; its messages stay.
+    pub async fn remove_participant(
+        &self,
+        conversation: ConversationId,
+        participant: ParticipantId,
+    ) -> Result<(), EngineError> {
+        let event = self.inner.store.remove_participant(conversation, participant).await?;
+        self.inner.publish(event);
+        Ok(())
+    }
+
+    /// Lets running turns finish for up to `grace`, then cancels the rest (each ends with
+    /// `cancelled`, every tool call with a result) and waits for them: for a clean stop.
+    /// Returns how many turns had to be cancelled.
+    pub async fn shutdown(&self, grace: Duration) -> usize {
+        let busy: Vec<ConversationId> = self.inner.runners().keys().copied().collect();
+        // No new turn starts: prompts still queued stay stored for the next start.
+        for conversation in &busy {
+            self.inner.with_runner(*conversation, |runner| runner.stopping = true);
+        }
+        let all_idle = futures::future::join_all(busy.iter().map(|id| self.wait_for_idle(*id)));
+        if tokio::time::timeout(grace, all_idle).await.is_ok() {
+            return 0;
+        }
+        let running: Vec<ConversationId> = self.inner.runners().keys().copied().collect();
+        for conversation in &running {
+            self.inner.with_runner(*conversation, |runner| runner.cancel.cancel());
+        }
+        futures::future::join_all(running.iter().map(|id| self.wait_for_idle(*id))).await;
+        running.len()
+    }
+
+    /// Deletes expired conversations in the background, as `policy` says, until the process
+    /// stops.
+    pub fn spawn_sweeper(&self, policy: colloquy_store::SweepPolicy) -> tokio::task::JoinHandle<()> {
+        colloquy_store::spawn_sweeper(Arc::clone(&self.inner.store), policy)
+    }
+
+    /// Closes the store (after [`Engine::shutdown`]): every write is on disk and the files are
+    /// tidy.
+    pub async fn close(&self) -> Result<(), EngineError> {
+        Ok(self.inner.store.close().await?)
+    }
     pub fn new(store: Arc<dyn ConversationStore>, providers: ProviderRegistry, tools: ToolExecutor) -> Self {
         Self::with_transformer(store, providers, tools, Arc::new(ContextWindow))
     }
@@ -219,6 +295,7 @@ impl Engine {
             hub: Hub::default(),
             runners: Mutex::default(),
             quarantined: Mutex::default(),
+            max_queued: AtomicUsize::new(Self::DEFAULT_MAX_QUEUED_PROMPTS),
         };
         Self { inner: Arc::new(inner) }
     }
@@ -405,6 +482,10 @@ impl Engine {
             let mut runners = self.inner.runners();
             match runners.get_mut(&conversation) {
                 Some(_) if post.queue == QueuePolicy::Reject => return Err(EngineError::Busy(conversation)),
+                Some(runner) if runner.queued() >= self.inner.max_queued.load(Ordering::Relaxed) => {
+                    let limit = self.inner.max_queued.load(Ordering::Relaxed);
+                    return Err(EngineError::QueueFull { conversation, limit });
+                }
                 Some(runner) => {
                     runner.queue_write_started();
                     None

@@ -67,6 +67,16 @@ pub enum EngineError {
         /// What failed.
         reason: String,
     },
+    /// Too many prompts already wait behind the running turn.
+    #[error(
+        "conversation {conversation} already has {limit} prompts waiting for the running turn: wait for agent_end before sending more"
+    )]
+    QueueFull {
+        /// The conversation.
+        conversation: ConversationId,
+        /// How many may wait.
+        limit: usize,
+    },
     /// A turn is running and the caller asked not to queue.
     #[error("conversation {0} is busy answering: wait for agent_end, cancel the turn, or send with queueing allowed")]
     Busy(ConversationId),

@@ -42,6 +42,7 @@ impl Engine {
     pub async fn start(&self, spec: AgentSpec, options: Options) -> Result<ConversationHandle, EngineError> {
         let (user, agent) = (ParticipantId::new(), ParticipantId::new());
         let participant = |id, kind, name: &str, agent| NewParticipant {
+            account: None,
             id,
             kind,
             display_name: name.to_owned(),

@@ -7,6 +7,7 @@
 //! is stored before it is published, so a subscriber that reconnects with its last `seq` misses
 //! nothing, and every tool call it persists gets exactly one persisted result.
 
+mod accounts;
 mod context;
 mod engine;
 mod error;

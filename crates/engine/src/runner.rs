@@ -38,6 +38,9 @@ pub(crate) struct Runner {
     landed: Arc<Notify>,
     /// The next pass runs a turn even if nothing awaits an answer ([`crate::Engine::continue_conversation`]).
     pub(crate) force: bool,
+    /// The engine is shutting down: stop after the current turn, leaving queued prompts stored
+    /// for the next start.
+    pub(crate) stopping: bool,
     /// Becomes `true` when the runner stops, for [`crate::Engine::wait_for_idle`].
     pub(crate) done: watch::Sender<bool>,
 }
@@ -52,8 +55,14 @@ impl Runner {
             queue_writes: 0,
             landed: Arc::new(Notify::new()),
             force,
+            stopping: false,
             done: watch::Sender::new(false),
         }
+    }
+
+    /// Prompts queued or being stored into the queue.
+    pub(crate) fn queued(&self) -> usize {
+        self.queue.len() + self.queue_writes
     }
 
     /// Whether no prompt is queued or being stored into the queue.
@@ -130,6 +139,9 @@ async fn run(inner: &Inner, conversation: ConversationId, start: Start) -> Resul
             .unwrap_or_default();
         let answered = turn::run(inner, conversation, answered_through, force, cancel).await?;
         answered_through = answered.or(answered_through);
+        if inner.with_runner(conversation, |runner| runner.stopping).unwrap_or(true) {
+            return Ok(());
+        }
         let admitted = admit(inner, conversation).await?;
         // Something was answered (its reply may call for another answer) or admitted: look again.
         if answered.is_some() || admitted {

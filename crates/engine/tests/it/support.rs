@@ -139,6 +139,7 @@ impl Fixture {
             fixture.people.insert((*name).to_owned(), id);
             let kind = if agent.is_some() { ParticipantKind::Agent } else { ParticipantKind::User };
             participants.push(NewParticipant {
+                account: None,
                 id,
                 kind,
                 display_name: (*name).to_owned(),
@@ -206,7 +207,14 @@ impl Fixture {
         let mut participant = |kind, name: &str, agent| {
             let id = ParticipantId::new();
             people.insert(name.to_owned(), id);
-            NewParticipant { id, kind, display_name: name.to_owned(), role: ParticipantRole::Member, agent }
+            NewParticipant {
+                account: None,
+                id,
+                kind,
+                display_name: name.to_owned(),
+                role: ParticipantRole::Member,
+                agent,
+            }
         };
         let agent = AgentSpec {
             provider: "scripted".into(),
