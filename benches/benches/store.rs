@@ -36,6 +36,7 @@ struct Target {
 async fn conversation(store: &SeaStore) -> Result<ConversationId, StoreError> {
     let id = ConversationId::new();
     let participant = |kind, name: &str| NewParticipant {
+        account: None,
         id: ParticipantId::new(),
         kind,
         display_name: name.to_owned(),

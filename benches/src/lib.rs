@@ -50,6 +50,7 @@ impl TurnFixture {
     pub async fn conversation(&self) -> Result<ConversationId, StoreError> {
         let id = ConversationId::new();
         let participant = |kind, name: &str, agent| NewParticipant {
+            account: None,
             id: ParticipantId::new(),
             kind,
             display_name: name.to_owned(),

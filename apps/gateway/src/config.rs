@@ -30,6 +30,79 @@ pub struct Config {
     /// Conversations without activity for this many hours are deleted (archived ones never
     /// are); 0 turns the sweeper off.
     pub conversation_ttl_hours: u64,
+    /// `on` (default): every request and connection needs an API key. `off`: everyone is an
+    /// admin, for local development only; refused unless `listen` is a loopback address.
+    pub auth: AuthMode,
+    /// Origins (`https://chat.example.com`) whose web pages may open WebSocket connections,
+    /// beyond the gateway's own origin and loopback pages, which always may.
+    pub allowed_origins: Vec<String>,
+    /// How long running turns may go on after SIGTERM or Ctrl-C before they are cancelled.
+    pub shutdown_grace_secs: u64,
+    /// Abuse limits.
+    pub limits: Limits,
+}
+
+/// Whether requests must authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// API keys required.
+    On,
+    /// Everyone is an admin (loopback only).
+    Off,
+}
+
+/// Limits that keep one client from taking the server down. Every one is documented in
+/// docs/protocol.md with its default.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Open WebSocket connections in all.
+    pub max_connections: usize,
+    /// Open WebSocket connections per API key.
+    pub max_connections_per_key: usize,
+    /// Conversations one connection may follow at once.
+    pub max_subscriptions_per_connection: usize,
+    /// Client frames per second per connection (sustained; bursts of twice that pass).
+    pub frames_per_second: u32,
+    /// Frames above `max_frame_bytes` but at most this get a `frame_too_large` error; larger
+    /// ones are refused before they are read whole and the connection closes (1009).
+    pub max_frame_hard_bytes: usize,
+    /// Bytes queued for one connection that it has not read; a client that stays behind this
+    /// for `slow_reader_timeout_ms` is disconnected (1013).
+    pub outbound_queue_bytes: usize,
+    /// See `outbound_queue_bytes`.
+    pub slow_reader_timeout_ms: u64,
+    /// REST requests per second per API key (sustained; bursts of twice that pass).
+    pub requests_per_second_per_key: u32,
+    /// Largest REST request body.
+    pub max_body_bytes: usize,
+    /// Time a client has to send a request's headers (slow clients hold no connection longer).
+    pub header_read_timeout_ms: u64,
+    /// Time a client has to send a request's body.
+    pub body_read_timeout_ms: u64,
+    /// Prompts that may wait behind a running turn in one conversation; more are refused
+    /// (`queue_full`, 429).
+    pub max_queued_prompts: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            max_connections_per_key: 64,
+            max_subscriptions_per_connection: 100,
+            frames_per_second: 50,
+            max_frame_hard_bytes: 1024 * 1024,
+            outbound_queue_bytes: 4 * 1024 * 1024,
+            slow_reader_timeout_ms: 10_000,
+            requests_per_second_per_key: 50,
+            max_body_bytes: 1024 * 1024,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 30_000,
+            max_queued_prompts: 32,
+        }
+    }
 }
 
 /// The default agent.
@@ -89,8 +162,19 @@ pub enum ProviderConfig {
 
 /// The top-level keys, so that other `COLLOQUY_*` variables (`COLLOQUY_CONFIG`, test settings)
 /// are not mistaken for configuration.
-const KEYS: [&str; 7] =
-    ["listen", "database_url", "max_frame_bytes", "agent", "providers", "discover_ollama", "conversation_ttl_hours"];
+const KEYS: [&str; 11] = [
+    "listen",
+    "database_url",
+    "max_frame_bytes",
+    "agent",
+    "providers",
+    "discover_ollama",
+    "conversation_ttl_hours",
+    "auth",
+    "allowed_origins",
+    "shutdown_grace_secs",
+    "limits",
+];
 
 /// Where `OpenAI` itself lives.
 pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
@@ -117,7 +201,29 @@ impl Config {
             "providers": {},
             "discover_ollama": true,
             "conversation_ttl_hours": 24,
+            "auth": "on",
+            "allowed_origins": [],
+            "shutdown_grace_secs": 10,
+            "limits": Limits::default(),
         })
+    }
+
+    /// Refuses settings that cannot be safe: `auth = "off"` on an address other machines reach.
+    pub fn check(&self) -> Result<(), String> {
+        if self.auth == AuthMode::Off && !self.listen.ip().is_loopback() {
+            return Err(format!(
+                "auth = \"off\" is for local development only, but listen = {} is reachable from other machines: \
+                 listen on 127.0.0.1, or turn auth on and create keys with `colloquy keys create`",
+                self.listen
+            ));
+        }
+        if self.limits.max_frame_hard_bytes < self.max_frame_bytes {
+            return Err(format!(
+                "limits.max_frame_hard_bytes ({}) is below max_frame_bytes ({}): raise it or lower max_frame_bytes",
+                self.limits.max_frame_hard_bytes, self.max_frame_bytes
+            ));
+        }
+        Ok(())
     }
 
     /// Layers the defaults, the TOML file (if it exists), `COLLOQUY_*` variables (`__` separates
@@ -245,6 +351,15 @@ mod tests {
             assert!(!format!("{config:?}").contains("sk-ant-from-env"));
             Ok(())
         });
+    }
+
+    #[test]
+    fn auth_off_is_refused_on_an_address_other_machines_reach() {
+        let local = Config::from_value(serde_json::json!({ "auth": "off" })).map_err(|e| e.to_string());
+        assert_eq!(local.map(|c| c.check()), Ok(Ok(())));
+        let open = Config::from_value(serde_json::json!({ "auth": "off", "listen": "0.0.0.0:8080" }));
+        let refused = open.map_err(|e| e.to_string()).and_then(|c| c.check());
+        assert!(refused.is_err_and(|e| e.contains("local development only")));
     }
 
     #[test]

@@ -1,13 +1,15 @@
-//! JSON request bodies: read within the size limit, refused when nested deeper than
-//! [`MAX_JSON_DEPTH`], and every rejection answered with the documented error body.
+//! Request extractors whose every rejection is the documented JSON error: bodies (content
+//! type, size, depth, shape), path segments and query strings.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use colloquy_core_model::limits::{MAX_JSON_DEPTH, json_depth};
 use serde::de::DeserializeOwned;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 /// A JSON body of type `T`. An empty body reads as JSON `null`, so `ApiJson<Option<T>>` makes
 /// the body optional.
@@ -31,11 +33,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    "the request body is larger than the server accepts: send less per request",
+                    ErrorCode::BodyTooLarge,
+                    "the request body is larger than the server accepts (limits.max_body_bytes): send less per request",
                 )
             } else {
-                ApiError::bad_request("bad_body", format!("the request body could not be read: {rejection}"))
+                ApiError::bad_request(ErrorCode::BadBody, format!("the request body could not be read: {rejection}"))
             }
         })?;
         if bytes.is_empty() {
@@ -44,7 +46,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         if !is_json {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                ErrorCode::UnsupportedMediaType,
                 "the request body must be JSON: send it with `content-type: application/json`",
             ));
         }
@@ -52,7 +54,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             if e.to_string().starts_with("recursion limit exceeded") {
                 too_deep("more than 127")
             } else {
-                ApiError::bad_request("bad_json", format!("the request body is not valid JSON ({e})"))
+                ApiError::bad_request(ErrorCode::BadJson, format!("the request body is not valid JSON ({e})"))
             }
         })?;
         let depth = json_depth(&value);
@@ -65,16 +67,54 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 
 fn parse<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
     serde_json::from_value(value).map_err(|e| {
-        ApiError::bad_request("invalid_body", format!("the request body is not what this endpoint takes: {e}"))
+        ApiError::bad_request(ErrorCode::InvalidBody, format!("the request body is not what this endpoint takes: {e}"))
     })
 }
 
 fn too_deep(depth: &str) -> ApiError {
     ApiError::bad_request(
-        "invalid_body",
+        ErrorCode::InvalidBody,
         format!(
             "the request body nests {depth} levels of arrays and objects, more than the limit of {MAX_JSON_DEPTH}: \
              send flatter JSON"
         ),
     )
+}
+
+/// Path segments of type `T` (ids), refused with `invalid_path` when they do not parse.
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state).await.map(|Path(value)| Self(value)).map_err(
+            |rejection: PathRejection| {
+                ApiError::bad_request(
+                    ErrorCode::InvalidPath,
+                    format!("{}: check the ids in the URL", rejection.body_text()),
+                )
+            },
+        )
+    }
+}
+
+/// A query string of type `T`, refused with `invalid_query` when it does not parse.
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state).await.map(|Query(value)| Self(value)).map_err(
+            |rejection: QueryRejection| {
+                ApiError::bad_request(
+                    ErrorCode::InvalidQuery,
+                    format!("{}: see docs/protocol.md", rejection.body_text()),
+                )
+            },
+        )
+    }
 }

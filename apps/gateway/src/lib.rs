@@ -2,31 +2,39 @@
 //! clients, over the engine.
 //!
 //! Architecture invariant: only this crate knows WebSocket frames, HTTP status codes and the
-//! configuration file; it maps every error to a stable code and never leaks internals.
-//! [`serve`] takes its listener and shutdown signal from the caller, so `main` and the tests run
-//! the very same server.
+//! configuration file; it maps every error to a stable code and never leaks internals. Every
+//! route and frame is authorized by the one function in [`policy`]. [`serve`] takes its
+//! listener and shutdown signal from the caller, so `main` and the tests run the very same
+//! server.
 
-mod body;
+mod auth;
 pub mod config;
 mod error;
+mod extract;
+mod limits;
+mod policy;
 mod protocol;
 mod providers;
 mod rest;
+mod server;
 mod ws;
 
-use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
-use axum::routing::{get, post};
-use colloquy_core_model::AgentSpec;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post};
+use colloquy_core_model::{AccountId, AccountKind, AgentSpec};
 use colloquy_engine::Engine;
-use colloquy_store::{SeaStore, StoreOptions};
+use colloquy_store::{ApiKeyId, NewAccount, NewApiKey, SeaStore, StoreOptions};
 use colloquy_tools::{ToolExecutor, ToolRegistry};
-use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
+pub use auth::{KEY_SUBPROTOCOL_PREFIX, SUBPROTOCOL, new_secret};
 pub use config::Config;
-pub use error::ApiError;
+pub use error::{ApiError, ErrorCode};
+pub use server::serve;
 
 /// What every handler shares.
 #[derive(Clone, Debug)]
@@ -37,44 +45,126 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The agent a conversation gets when created without one.
     pub default_agent: AgentSpec,
+    /// Checks API keys.
+    auth: Arc<auth::Auth>,
+    /// Connection and rate counters.
+    limits: Arc<limits::Counters>,
+    /// Cancelled when the server starts to stop: connections close (1001), new ones are refused.
+    shutdown: CancellationToken,
 }
 
 impl AppState {
-    /// Opens the store (migrating it), builds providers and tools. Returns the state and the
-    /// lines to show at start.
+    /// Opens the store (migrating it), builds providers and tools, and starts recovery. Returns
+    /// the state and the lines to show at start.
     pub async fn build(config: Config) -> anyhow::Result<(Self, Vec<String>)> {
+        config.check().map_err(anyhow::Error::msg)?;
         let store = SeaStore::connect(&config.database_url, StoreOptions::default()).await?;
         let registry = ToolRegistry::with_builtins();
         let providers = providers::build(&config, registry.names()).await;
         let engine = Engine::new(Arc::new(store), providers.registry, ToolExecutor::new(Arc::new(registry)));
+        engine.set_max_queued_prompts(config.limits.max_queued_prompts);
         let mut banner = providers.banner;
+        if config.auth == config::AuthMode::Off {
+            banner.push("auth is OFF: everyone who can reach this address is an admin (local development only)".into());
+        }
         let recovered = engine.recover().await?;
         if recovered > 0 {
             banner.push(format!("recovering {recovered} turn(s) left open by an earlier stop"));
         }
-        let state = Self { engine, config: Arc::new(config), default_agent: providers.default_agent };
+        let quarantined = engine.quarantined();
+        if !quarantined.is_empty() {
+            banner.push(format!(
+                "{} conversation(s) quarantined (stored data unreadable, see /readyz): {}",
+                quarantined.len(),
+                quarantined.iter().map(|q| q.conversation.to_string()).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        let auth = Arc::new(auth::Auth::new(config.auth, engine.clone()));
+        auth.watch_revocations();
+        let limits = Arc::new(limits::Counters::new(config.limits.clone()));
+        let state = Self {
+            engine,
+            config: Arc::new(config),
+            default_agent: providers.default_agent,
+            auth,
+            limits,
+            shutdown: CancellationToken::new(),
+        };
         Ok((state, banner))
+    }
+
+    /// On a database with no account yet, creates the admin account `admin` and a key for it,
+    /// and returns the key's secret (to be shown once). `None` when there are accounts already
+    /// or auth is off.
+    pub async fn first_run_admin_key(&self) -> anyhow::Result<Option<String>> {
+        if !self.auth.is_on() || !self.engine.accounts().await?.is_empty() {
+            return Ok(None);
+        }
+        let account = self
+            .engine
+            .create_account(NewAccount {
+                id: AccountId::new(),
+                name: "admin".to_owned(),
+                kind: AccountKind::Admin,
+                display_name: "admin".to_owned(),
+            })
+            .await?;
+        let secret = new_secret()?;
+        let key = NewApiKey {
+            id: ApiKeyId::new(),
+            secret: secret.clone(),
+            label: Some("created at first start".to_owned()),
+            account: account.id,
+            expires_at: None,
+        };
+        self.engine.create_api_key(key).await?;
+        Ok(Some(secret))
     }
 }
 
+/// Every route, as `(method, path)`: the authorization test checks that its table has a row for
+/// each, so a new route cannot go untested. Keep it in step with [`app`].
+pub const ROUTES: [(&str, &str); 13] = [
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/v1/ws"),
+    ("GET", "/v1/me"),
+    ("POST", "/v1/conversations"),
+    ("GET", "/v1/conversations/{id}"),
+    ("GET", "/v1/conversations/{id}/messages"),
+    ("DELETE", "/v1/conversations/{id}/participants/{participant}"),
+    ("POST", "/v1/accounts"),
+    ("GET", "/v1/accounts"),
+    ("POST", "/v1/accounts/{id}/keys"),
+    ("GET", "/v1/keys"),
+    ("DELETE", "/v1/keys/{id}"),
+];
+
+/// Every client frame type: the authorization test has a row for each.
+pub const FRAMES: [&str; 5] = protocol::CLIENT_FRAME_TYPES;
+
 /// The gateway's routes.
 pub fn app(state: AppState) -> Router {
+    let limits = &state.config.limits;
+    let body_timeout = Duration::from_millis(limits.body_read_timeout_ms);
+    let body_limit = limits.max_body_bytes;
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(rest::readyz))
         .route("/v1/ws", get(ws::upgrade))
+        .route("/v1/me", get(rest::me))
         .route("/v1/conversations", post(rest::create_conversation))
         .route("/v1/conversations/{id}", get(rest::get_conversation))
         .route("/v1/conversations/{id}/messages", get(rest::list_messages))
+        .route("/v1/conversations/{id}/participants/{participant}", delete(rest::remove_participant))
+        .route("/v1/accounts", post(rest::create_account).get(rest::list_accounts))
+        .route("/v1/accounts/{id}/keys", post(rest::create_key))
+        .route("/v1/keys", get(rest::list_keys))
+        .route("/v1/keys/{id}", delete(rest::revoke_key))
+        .fallback(rest::not_found)
+        .method_not_allowed_fallback(rest::method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(body_timeout))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
-}
-
-/// Serves until `shutdown` completes.
-pub async fn serve(
-    listener: TcpListener,
-    state: AppState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
 }

@@ -4,7 +4,7 @@ use colloquy_core_model::limits::{MAX_JSON_DEPTH, json_depth};
 use colloquy_core_model::{ContentPart, ConversationId, MessageId, ParticipantId, TurnEvent};
 use serde::{Deserialize, Serialize};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 /// What a client sends. Every frame may carry an `id` that the reply echoes.
 #[derive(Debug, Deserialize)]
@@ -38,6 +38,19 @@ pub enum ClientFrame {
 
 fn default_true() -> bool {
     true
+}
+
+impl ClientFrame {
+    /// The frame's `id`, which its reply echoes.
+    pub fn id(&self) -> Option<String> {
+        match self {
+            Self::Subscribe { id, .. }
+            | Self::Unsubscribe { id, .. }
+            | Self::Send { id, .. }
+            | Self::Cancel { id, .. }
+            | Self::Ping { id } => id.clone(),
+        }
+    }
 }
 
 /// The frame types a client may send, for the `unknown_frame` error.
@@ -131,7 +144,7 @@ pub struct Ack {
 fn too_deep(depth: Option<usize>) -> ApiError {
     let depth = depth.map_or_else(|| "more than 127".to_owned(), |d| d.to_string());
     ApiError::bad_request(
-        "invalid_frame",
+        ErrorCode::InvalidFrame,
         format!(
             "the frame nests {depth} levels of arrays and objects, more than the limit of {MAX_JSON_DEPTH}: send \
              flatter JSON (custom content and context values included)"
@@ -151,7 +164,7 @@ pub fn parse(text: &str) -> Result<ClientFrame, (Option<String>, ApiError)> {
         (
             None,
             ApiError::bad_request(
-                "bad_json",
+                ErrorCode::BadJson,
                 format!("the frame is not valid JSON ({e}): send one JSON object per text frame"),
             ),
         )
@@ -165,7 +178,7 @@ pub fn parse(text: &str) -> Result<ClientFrame, (Option<String>, ApiError)> {
         return Err((
             id,
             ApiError::bad_request(
-                "invalid_frame",
+                ErrorCode::InvalidFrame,
                 "the frame has no string field `type`: use one of subscribe, unsubscribe, send, cancel, ping",
             ),
         ));
@@ -174,12 +187,90 @@ pub fn parse(text: &str) -> Result<ClientFrame, (Option<String>, ApiError)> {
         return Err((
             id,
             ApiError::bad_request(
-                "unknown_frame",
+                ErrorCode::UnknownFrame,
                 format!("unknown frame type `{kind}`: use one of subscribe, unsubscribe, send, cancel, ping"),
             ),
         ));
     }
     serde_json::from_value(value).map_err(|e| {
-        (id, ApiError::bad_request("invalid_frame", format!("invalid `{kind}` frame: {e}; see docs/protocol.md")))
+        (
+            id,
+            ApiError::bad_request(
+                ErrorCode::InvalidFrame,
+                format!("invalid `{kind}` frame: {e}; see docs/protocol.md"),
+            ),
+        )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn any_json() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(serde_json::Value::from),
+            "\\PC{0,12}".prop_map(serde_json::Value::from),
+            prop::sample::select(vec!["subscribe", "unsubscribe", "send", "cancel", "ping", "type", "content"])
+                .prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(6, 64, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
+                prop::collection::btree_map(
+                    prop::sample::select(vec![
+                        "type",
+                        "id",
+                        "conversation_id",
+                        "content",
+                        "after_seq",
+                        "sender",
+                        "queue",
+                        "text",
+                        "value",
+                        "x"
+                    ])
+                    .prop_map(str::to_owned),
+                    inner,
+                    0..6,
+                )
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A refusal must be one of the parse codes, with a message that says something.
+    fn coded(error: &ApiError) -> bool {
+        matches!(error.code, ErrorCode::BadJson | ErrorCode::InvalidFrame | ErrorCode::UnknownFrame)
+            && error.message.len() > 10
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_text_never_panics_the_parser_and_is_refused_with_a_code(text in "\\PC{0,200}") {
+            if let Err((_, error)) = parse(&text) {
+                prop_assert!(coded(&error), "{error:?}");
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_as_text_never_panic_the_parser(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            let text = String::from_utf8_lossy(&bytes);
+            if let Err((_, error)) = parse(&text) {
+                prop_assert!(coded(&error), "{error:?}");
+            }
+        }
+
+        #[test]
+        fn arbitrary_json_never_panics_the_parser_and_is_refused_with_a_code(value in any_json()) {
+            if let Err((_, error)) = parse(&value.to_string()) {
+                prop_assert!(coded(&error), "{error:?}");
+            }
+        }
+    }
 }

@@ -1,19 +1,22 @@
-//! REST endpoints under `/v1`: thin handlers over the store and the engine.
+//! REST endpoints under `/v1`: thin handlers that authenticate, authorize with [`policy`],
+//! call one engine function and map the result.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use colloquy_core_model::{
-    AgentSpec, Conversation, ConversationId, ConversationKind, Message, Options, Participant, ParticipantId,
-    ParticipantKind, ParticipantRole,
+    Account, AccountId, AccountKind, AgentSpec, Conversation, ConversationId, ConversationKind, Message, Options,
+    Participant, ParticipantId, ParticipantKind, ParticipantRole, Timestamp,
 };
-use colloquy_store::{NewConversation, NewParticipant};
+use colloquy_store::{ApiKey, ApiKeyId, NewAccount, NewApiKey, NewConversation, NewParticipant};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
-use crate::body::ApiJson;
-use crate::error::ApiError;
+use crate::auth::{Caller, new_secret};
+use crate::error::{ApiError, ErrorCode};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::policy::{self, Action};
 
 /// Body of `POST /v1/conversations`; every field is optional.
 #[derive(Debug, Default, Deserialize)]
@@ -25,12 +28,12 @@ pub struct CreateConversation {
     options: Options,
     /// The answering agent; the configured default agent when absent.
     agent: Option<AgentSpec>,
-    /// The human's display name (default `user`).
+    /// The caller's display name in it (default: its account's).
     user_name: Option<String>,
     /// The agent's display name (default `assistant`).
     agent_name: Option<String>,
     /// Everyone taking part, for agent-agent and multi-party conversations; replaces the default
-    /// pair of one user and one agent (and `agent`, `user_name`, `agent_name`).
+    /// pair of the caller and one agent (and `agent`, `user_name`, `agent_name`).
     participants: Option<Vec<ParticipantSpec>>,
 }
 
@@ -44,6 +47,9 @@ pub struct ParticipantSpec {
     role: ParticipantRole,
     /// For agents; the configured default agent when absent.
     agent: Option<AgentSpec>,
+    /// The account of the person or service it stands for. The first user or service without
+    /// one is the caller; agents belong to the caller.
+    account_id: Option<AccountId>,
 }
 
 /// A conversation with its participants.
@@ -54,43 +60,103 @@ pub struct ConversationView {
     participants: Vec<Participant>,
 }
 
+/// The participant kind an account posts as.
+fn kind_of(account: &Account) -> ParticipantKind {
+    match account.kind {
+        AccountKind::Service => ParticipantKind::Service,
+        AccountKind::User | AccountKind::Admin => ParticipantKind::User,
+    }
+}
+
 pub async fn create_conversation(
     State(state): State<AppState>,
+    caller: Caller,
     ApiJson(body): ApiJson<Option<CreateConversation>>,
 ) -> Result<(StatusCode, Json<ConversationView>), ApiError> {
     let body = body.unwrap_or_default();
-    let participants = match body.participants {
-        Some(list) => list
-            .into_iter()
-            .map(|p| {
-                let agent =
-                    (p.kind == ParticipantKind::Agent).then(|| p.agent.unwrap_or_else(|| state.default_agent.clone()));
-                NewParticipant {
+    let me = caller.account.id;
+    let agent_spec = |spec: Option<AgentSpec>| spec.unwrap_or_else(|| state.default_agent.clone());
+    let mut participants: Vec<NewParticipant> = match body.participants {
+        Some(list) => {
+            let mut caller_placed = false;
+            let mut out = Vec::with_capacity(list.len() + 1);
+            for (index, p) in list.into_iter().enumerate() {
+                let account = match (p.kind, p.account_id) {
+                    (ParticipantKind::Agent, _) => Some(me),
+                    (_, Some(account)) => {
+                        if account != me {
+                            state.engine.account(account).await.map_err(|_| {
+                                ApiError::bad_request(
+                                    ErrorCode::InvalidConversation,
+                                    format!("participant {index}: there is no account {account}"),
+                                )
+                            })?;
+                        }
+                        Some(account)
+                    }
+                    (_, None) if !caller_placed => Some(me),
+                    (kind, None) => {
+                        return Err(ApiError::bad_request(
+                            ErrorCode::InvalidConversation,
+                            format!(
+                                "participant {index} ({kind:?}) has no account_id: only the first user or service may \
+                                 leave it out (that one is you); bind the others to their accounts"
+                            ),
+                        ));
+                    }
+                };
+                caller_placed |= p.kind != ParticipantKind::Agent && account == Some(me);
+                let agent = (p.kind == ParticipantKind::Agent).then(|| agent_spec(p.agent));
+                out.push(NewParticipant {
                     id: ParticipantId::new(),
                     kind: p.kind,
                     display_name: p.display_name,
                     role: p.role,
                     agent,
-                }
-            })
-            .collect(),
+                    account,
+                });
+            }
+            if !caller_placed && !caller.is_admin() {
+                // Whoever creates a conversation takes part in it.
+                out.insert(
+                    0,
+                    NewParticipant {
+                        id: ParticipantId::new(),
+                        kind: kind_of(&caller.account),
+                        display_name: caller.account.display_name.clone(),
+                        role: ParticipantRole::Owner,
+                        agent: None,
+                        account: Some(me),
+                    },
+                );
+            }
+            out
+        }
         None => vec![
             NewParticipant {
                 id: ParticipantId::new(),
-                kind: ParticipantKind::User,
-                display_name: body.user_name.unwrap_or_else(|| "user".to_owned()),
+                kind: kind_of(&caller.account),
+                display_name: body.user_name.unwrap_or_else(|| caller.account.display_name.clone()),
                 role: ParticipantRole::Owner,
                 agent: None,
+                account: Some(me),
             },
             NewParticipant {
                 id: ParticipantId::new(),
                 kind: ParticipantKind::Agent,
                 display_name: body.agent_name.unwrap_or_else(|| "assistant".to_owned()),
                 role: ParticipantRole::Member,
-                agent: Some(body.agent.unwrap_or_else(|| state.default_agent.clone())),
+                agent: Some(agent_spec(body.agent)),
+                account: Some(me),
             },
         ],
     };
+    // The creator owns it.
+    for p in &mut participants {
+        if p.kind != ParticipantKind::Agent && p.account == Some(me) {
+            p.role = ParticipantRole::Owner;
+        }
+    }
     let new = NewConversation {
         id: ConversationId::new(),
         kind: body.kind,
@@ -103,12 +169,28 @@ pub async fn create_conversation(
     Ok((StatusCode::CREATED, Json(ConversationView { conversation, participants })))
 }
 
+/// Loads the participants and authorizes `action`.
+async fn authorized(
+    state: &AppState,
+    caller: &Caller,
+    id: ConversationId,
+    action: Action,
+) -> Result<(policy::Access, Vec<Participant>), ApiError> {
+    let participants = state.engine.participants(id).await?;
+    if participants.is_empty() {
+        state.engine.conversation(id).await?;
+    }
+    let access = policy::authorize(caller, id, &participants, action)?;
+    Ok((access, participants))
+}
+
 pub async fn get_conversation(
     State(state): State<AppState>,
-    Path(id): Path<ConversationId>,
+    caller: Caller,
+    ApiPath(id): ApiPath<ConversationId>,
 ) -> Result<Json<ConversationView>, ApiError> {
-    let conversation = state.engine.store().conversation(id).await?;
-    let participants = state.engine.store().participants(id).await?;
+    let (_, participants) = authorized(&state, &caller, id, Action::Read).await?;
+    let conversation = state.engine.conversation(id).await?;
     Ok(Json(ConversationView { conversation, participants }))
 }
 
@@ -137,17 +219,117 @@ pub struct MessagesPage {
 
 pub async fn list_messages(
     State(state): State<AppState>,
-    Path(id): Path<ConversationId>,
-    Query(query): Query<MessagesQuery>,
+    caller: Caller,
+    ApiPath(id): ApiPath<ConversationId>,
+    ApiQuery(query): ApiQuery<MessagesQuery>,
 ) -> Result<Json<MessagesPage>, ApiError> {
     if !(1..=1000).contains(&query.limit) {
-        return Err(ApiError::bad_request("invalid_limit", "limit must be between 1 and 1000"));
+        return Err(ApiError::bad_request(ErrorCode::InvalidQuery, "limit must be between 1 and 1000"));
     }
-    // Fail with not-found rather than an empty page for an unknown conversation.
-    state.engine.store().conversation(id).await?;
-    let messages = state.engine.store().messages_after(id, query.after_seq, query.limit).await?;
+    authorized(&state, &caller, id, Action::Read).await?;
+    let messages = state.engine.messages_after(id, query.after_seq, query.limit).await?;
     let next_after_seq = (messages.len() as u64 == query.limit).then(|| messages.last().map(|m| m.seq)).flatten();
     Ok(Json(MessagesPage { messages, next_after_seq }))
+}
+
+/// `DELETE /v1/conversations/{id}/participants/{participant}`: an owner (or admin) takes a
+/// participant out; a participant may also leave by removing itself.
+pub async fn remove_participant(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((id, participant)): ApiPath<(ConversationId, ParticipantId)>,
+) -> Result<StatusCode, ApiError> {
+    let (access, _) = authorized(&state, &caller, id, Action::Read).await?;
+    let leaving_myself = access.participant.as_ref().is_some_and(|p| p.id == participant);
+    if !leaving_myself {
+        authorized(&state, &caller, id, Action::Manage).await?;
+    }
+    state.engine.remove_participant(id, participant).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/me`: the caller's account.
+pub async fn me(caller: Caller) -> Json<Account> {
+    Json(caller.account)
+}
+
+/// Body of `POST /v1/accounts`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAccount {
+    name: String,
+    kind: AccountKind,
+    display_name: Option<String>,
+}
+
+pub async fn create_account(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<CreateAccount>,
+) -> Result<(StatusCode, Json<Account>), ApiError> {
+    policy::require_admin(&caller)?;
+    let display_name = body.display_name.unwrap_or_else(|| body.name.clone());
+    let account = NewAccount { id: AccountId::new(), name: body.name, kind: body.kind, display_name };
+    Ok((StatusCode::CREATED, Json(state.engine.create_account(account).await?)))
+}
+
+pub async fn list_accounts(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<Account>>, ApiError> {
+    policy::require_admin(&caller)?;
+    Ok(Json(state.engine.accounts().await?))
+}
+
+/// Body of `POST /v1/accounts/{id}/keys`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CreateKey {
+    label: Option<String>,
+    /// When the key stops working (RFC 3339); never, when absent.
+    expires_at: Option<Timestamp>,
+}
+
+/// A new key: its secret is in this answer and nowhere else, ever.
+#[derive(Debug, Serialize)]
+pub struct CreatedKey {
+    #[serde(flatten)]
+    key: ApiKey,
+    secret: String,
+}
+
+pub async fn create_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(account): ApiPath<AccountId>,
+    ApiJson(body): ApiJson<Option<CreateKey>>,
+) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
+    policy::require_admin(&caller)?;
+    let body = body.unwrap_or_default();
+    let secret = new_secret().map_err(|error| ApiError::internal(&error))?;
+    let new = NewApiKey {
+        id: ApiKeyId::new(),
+        secret: secret.clone(),
+        label: body.label,
+        account,
+        expires_at: body.expires_at,
+    };
+    let key = state.engine.create_api_key(new).await?;
+    Ok((StatusCode::CREATED, Json(CreatedKey { key, secret })))
+}
+
+pub async fn list_keys(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<ApiKey>>, ApiError> {
+    policy::require_admin(&caller)?;
+    Ok(Json(state.engine.api_keys().await?))
+}
+
+/// `DELETE /v1/keys/{id}`: revokes a key; its connections close at once.
+pub async fn revoke_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<ApiKeyId>,
+) -> Result<StatusCode, ApiError> {
+    policy::require_admin(&caller)?;
+    state.engine.revoke_api_key(id).await?;
+    state.auth.revoked(id);
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /readyz`: 200 while the database answers, `"status": "degraded"` when some
@@ -167,11 +349,25 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
             tracing::warn!(%error, "not ready: the database does not answer");
             let error = ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "database_unavailable",
+                ErrorCode::DatabaseUnavailable,
                 "the database does not answer: check that it runs and that database_url points at it",
             );
             (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "status": "unavailable", "error": error })))
                 .into_response()
         }
     }
+}
+
+/// Unknown paths.
+pub async fn not_found() -> ApiError {
+    ApiError::not_found(ErrorCode::NotFound, "there is no such endpoint: see docs/protocol.md for the routes")
+}
+
+/// Known paths with the wrong method.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::MethodNotAllowed,
+        "this endpoint does not take that method: see docs/protocol.md for the routes",
+    )
 }

@@ -220,14 +220,20 @@ async fn content_that_could_not_be_stored_read_back_or_trusted_is_refused_and_no
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conversations_nobody_could_use_are_refused_at_creation() -> anyhow::Result<()> {
     let gateway = Gateway::start(json!({ "discover_ollama": false })).await?;
+    let (ada, _) = gateway.account("ada", "user").await?;
     let agent = json!({ "kind": "agent", "display_name": "bot" });
-    let many: Vec<Value> =
-        (0..5_000).map(|n| json!({ "kind": "user", "display_name": format!("guest {n}") })).collect();
+    let many: Vec<Value> = (0..5_000)
+        .map(|n| json!({ "kind": "user", "display_name": format!("guest {n}"), "account_id": ada }))
+        .collect();
     let cases: Vec<(Value, &str, &str)> = vec![
         (json!({ "participants": [] }), "invalid_conversation", "nobody"),
         (json!({ "kind": "multi_party", "participants": [agent, agent] }), "invalid_conversation", "nobody"),
         (
-            json!({ "participants": [{ "kind": "user", "display_name": "ada", "role": "observer" }, agent] }),
+            // An admin, who is not added to what it creates, with only an observer in it.
+            json!({ "participants": [
+                { "kind": "user", "display_name": "ada", "role": "observer", "account_id": ada },
+                agent
+            ] }),
             "invalid_conversation",
             "nobody",
         ),

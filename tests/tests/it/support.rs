@@ -19,42 +19,101 @@ const FRAME_WAIT: Duration = Duration::from_secs(20);
 /// A running gateway; stops when dropped.
 pub struct Gateway {
     pub addr: SocketAddr,
+    /// The admin key made at first start; every helper sends it unless told otherwise.
+    pub admin_key: String,
+    /// Its database, for a second process's view (`colloquy keys revoke`, say).
+    pub database_url: String,
     http: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     _dir: tempfile::TempDir,
 }
 
 impl Gateway {
-    /// Starts a gateway with `config` (JSON, layered over the defaults) and a fresh SQLite file.
+    /// Starts a gateway with `config` (JSON, layered over the defaults) and a fresh SQLite file;
+    /// auth is on and [`Gateway::admin_key`] is its first-start admin key.
     pub async fn start(mut config: Value) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        config["database_url"] = json!(format!("sqlite://{}?mode=rwc", dir.path().join("colloquy.db").display()));
+        let database_url = format!("sqlite://{}?mode=rwc", dir.path().join("colloquy.db").display());
+        config["database_url"] = json!(database_url);
         let config = Config::from_value(config)?;
         let (state, _banner) = AppState::build(config).await?;
+        let admin_key = state.first_run_admin_key().await?.unwrap_or_default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(colloquy_gateway::serve(listener, state, async {
             let _ = stopped.await;
         }));
-        Ok(Self { addr, http: reqwest::Client::new(), stop: Some(stop), _dir: dir })
+        Ok(Self { addr, admin_key, database_url, http: reqwest::Client::new(), stop: Some(stop), _dir: dir })
     }
 
-    /// `POST /v1/conversations`, returning the created conversation.
+    /// The REST client, for requests the helpers do not cover.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// `http://host:port` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// `POST /v1/conversations` as the admin, returning the created conversation.
     pub async fn create_conversation(&self, body: Value) -> anyhow::Result<Value> {
-        let response = self.http.post(format!("http://{}/v1/conversations", self.addr)).json(&body).send().await?;
-        let status = response.status();
-        let body: Value = response.json().await?;
-        if status != reqwest::StatusCode::CREATED {
+        let key = self.admin_key.clone();
+        self.create_conversation_as(&key, body).await
+    }
+
+    /// `POST /v1/conversations` with `key`.
+    pub async fn create_conversation_as(&self, key: &str, body: Value) -> anyhow::Result<Value> {
+        let (status, body) = self.request_as(key, reqwest::Method::POST, "/v1/conversations", Some(&body)).await?;
+        if status != 201 {
             bail!("create failed with {status}: {body}");
         }
         Ok(body)
     }
 
-    /// `POST` a JSON body to a path, returning status and JSON body.
+    /// `POST` a JSON body to a path as the admin, returning status and JSON body.
     pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
-        let response = self.http.post(format!("http://{}{path}", self.addr)).json(body).send().await?;
-        Ok((response.status().as_u16(), response.json().await?))
+        let key = self.admin_key.clone();
+        self.request_as(&key, reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// Any request with `key` (empty: none), returning status and JSON body (`null` if none).
+    pub async fn request_as(
+        &self,
+        key: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut request = self.http.request(method, self.url(path));
+        if !key.is_empty() {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        let body =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        Ok((status, body))
+    }
+
+    /// Creates an account of `kind` and a key for it (as the admin); returns the account's id and
+    /// the key's secret.
+    pub async fn account(&self, name: &str, kind: &str) -> anyhow::Result<(String, String)> {
+        let (status, account) = self.post("/v1/accounts", &json!({ "name": name, "kind": kind })).await?;
+        if status != 201 {
+            bail!("account failed with {status}: {account}");
+        }
+        let id = account["id"].as_str().context("no account id")?.to_owned();
+        let (status, key) = self.post(&format!("/v1/accounts/{id}/keys"), &json!({})).await?;
+        if status != 201 {
+            bail!("key failed with {status}: {key}");
+        }
+        Ok((id, key["secret"].as_str().context("no secret")?.to_owned()))
     }
 
     /// The conversation's newest seq: how many durable events it has.
@@ -63,16 +122,53 @@ impl Gateway {
         body["last_seq"].as_u64().with_context(|| format!("no last_seq in {status} {body}"))
     }
 
-    /// `GET` a path, returning status and JSON body.
+    /// `GET` a path as the admin, returning status and JSON body.
     pub async fn get(&self, path: &str) -> anyhow::Result<(u16, Value)> {
-        let response = self.http.get(format!("http://{}{path}", self.addr)).send().await?;
-        Ok((response.status().as_u16(), response.json().await?))
+        let key = self.admin_key.clone();
+        self.request_as(&key, reqwest::Method::GET, path, None).await
     }
 
-    /// A new WebSocket client.
+    /// A new WebSocket client, as the admin.
     pub async fn connect(&self) -> anyhow::Result<Client> {
-        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/v1/ws", self.addr)).await?;
+        let key = self.admin_key.clone();
+        self.connect_as(&key).await
+    }
+
+    /// A new WebSocket client presenting `key` as a bearer header (none if empty).
+    pub async fn connect_as(&self, key: &str) -> anyhow::Result<Client> {
+        let mut request = self.ws_request()?;
+        if !key.is_empty() {
+            request.headers_mut().insert("authorization", format!("Bearer {key}").parse()?);
+        }
+        self.connect_with(request).await.map(|(client, _)| client)
+    }
+
+    /// A WebSocket client presenting `key` whose socket takes in at most a few KiB before the
+    /// gateway must wait: a client that does not read fills up at once instead of after the
+    /// megabytes of kernel buffers a normal socket has.
+    pub async fn connect_tiny_window_as(&self, key: &str) -> anyhow::Result<Client> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.set_recv_buffer_size(4096)?;
+        let stream = socket.connect(self.addr).await?;
+        let mut request = self.ws_request()?;
+        request.headers_mut().insert("authorization", format!("Bearer {key}").parse()?);
+        let (ws, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream)).await?;
         Ok(Client { ws })
+    }
+
+    /// The upgrade request for `/v1/ws`, to add headers to.
+    pub fn ws_request(&self) -> anyhow::Result<tokio_tungstenite::tungstenite::handshake::client::Request> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        Ok(format!("ws://{}/v1/ws", self.addr).into_client_request()?)
+    }
+
+    /// Connects with a prepared upgrade request; returns the client and the upgrade response.
+    pub async fn connect_with(
+        &self,
+        request: tokio_tungstenite::tungstenite::handshake::client::Request,
+    ) -> anyhow::Result<(Client, tokio_tungstenite::tungstenite::handshake::client::Response)> {
+        let (ws, response) = tokio_tungstenite::connect_async(request).await?;
+        Ok((Client { ws }, response))
     }
 }
 
@@ -90,6 +186,26 @@ pub struct Client {
 }
 
 impl Client {
+    /// The socket itself, for tests of the wire (close frames, raw bytes).
+    pub fn socket(&mut self) -> &mut WebSocketStream<MaybeTlsStream<TcpStream>> {
+        &mut self.ws
+    }
+
+    /// Waits for the server to close the connection; returns the close code and reason.
+    pub async fn closed(&mut self) -> anyhow::Result<(u16, String)> {
+        loop {
+            let message =
+                tokio::time::timeout(FRAME_WAIT, self.ws.next()).await.context("the gateway did not close")?;
+            match message {
+                Some(Ok(Message::Close(Some(frame)))) => return Ok((u16::from(frame.code), frame.reason.to_string())),
+                Some(Ok(Message::Close(None))) => return Ok((1005, String::new())),
+                Some(Ok(_)) => {}
+                Some(Err(error)) => bail!("the connection broke instead of closing: {error}"),
+                None => bail!("the connection ended without a close frame"),
+            }
+        }
+    }
+
     /// Sends one JSON frame.
     pub async fn send(&mut self, frame: Value) -> anyhow::Result<()> {
         self.send_text(frame.to_string()).await
@@ -145,6 +261,21 @@ impl Client {
             bail!("subscribe failed: {ack}");
         }
         Ok(ack)
+    }
+}
+
+/// The HTTP status and JSON body of a WebSocket upgrade: 101 and `null` when it connected.
+pub fn upgrade_status<T>(connected: anyhow::Result<T>) -> (u16, Value) {
+    match connected {
+        Ok(_) => (101, Value::Null),
+        Err(error) => match error.downcast_ref::<tokio_tungstenite::tungstenite::Error>() {
+            Some(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                let body =
+                    response.body().as_deref().and_then(|b| serde_json::from_slice(b).ok()).unwrap_or(Value::Null);
+                (response.status().as_u16(), body)
+            }
+            _ => (0, Value::String(error.to_string())),
+        },
     }
 }
 

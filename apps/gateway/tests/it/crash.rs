@@ -4,75 +4,18 @@
 //! starts even when a conversation's stored data cannot be read back (that one is quarantined).
 
 use std::path::Path;
-use std::process::Stdio;
-use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use colloquy_tests::mock_openai::{MockOpenAi, MockReply, chunks};
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::Message;
 
-/// A guard against hangs, not a speed check.
-const WAIT: Duration = Duration::from_secs(60);
+use crate::process::{Served, Socket, next_frame};
 
-/// A running `colloquy serve`.
-struct Served {
-    child: Child,
-    /// `host:port`, read from its own "listening on" line.
-    addr: String,
-    /// What it logged before it listened.
-    startup_log: Vec<String>,
-}
-
-/// Starts `colloquy serve` on port 0 against `database` and the mock at `base_url`.
+/// Starts `colloquy serve` for these tests, which are about crashes (auth is tested elsewhere).
 async fn start(database: &Path, base_url: &str) -> anyhow::Result<Served> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_colloquy"))
-        .args(["--config", "/nonexistent/colloquy.toml", "serve", "--listen", "127.0.0.1:0"])
-        .env("COLLOQUY_DATABASE_URL", format!("sqlite://{}?mode=rwc", database.display()))
-        .env("COLLOQUY_PROVIDERS__MOCK__KIND", "openai_compatible")
-        .env("COLLOQUY_PROVIDERS__MOCK__BASE_URL", base_url)
-        .env("COLLOQUY_AGENT__PROVIDER", "mock")
-        .env("COLLOQUY_AGENT__MODEL", "gpt-test")
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let stderr = child.stderr.take().context("no stderr")?;
-    let mut lines = BufReader::new(stderr).lines();
-    let mut startup_log = Vec::new();
-    let addr = tokio::time::timeout(WAIT, async {
-        while let Some(line) = lines.next_line().await? {
-            eprintln!("colloquy: {line}");
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                return anyhow::Ok(rest.split_whitespace().next().unwrap_or_default().to_owned());
-            }
-            startup_log.push(line);
-        }
-        bail!("colloquy exited before listening: {startup_log:?}")
-    })
-    .await??;
-    // Keep draining its log so it never blocks on a full pipe.
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            eprintln!("colloquy: {line}");
-        }
-    });
-    Ok(Served { child, addr, startup_log })
-}
-
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn next_frame(ws: &mut Socket) -> anyhow::Result<Value> {
-    loop {
-        let message = tokio::time::timeout(WAIT, ws.next()).await?.context("connection closed")??;
-        if let Message::Text(text) = message {
-            return Ok(serde_json::from_str(text.as_str())?);
-        }
-    }
+    crate::process::start(database, base_url, &[("COLLOQUY_AUTH", "off")]).await
 }
 
 async fn subscribe(addr: &str, conversation: &str) -> anyhow::Result<Socket> {

@@ -1,0 +1,105 @@
+//! Running the `colloquy` binary as a process, as an operator would, and talking to it.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::Message;
+
+/// A guard against hangs, not a speed check.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// A running `colloquy serve`.
+pub struct Served {
+    pub child: Child,
+    /// `host:port`, read from its own "listening on" line.
+    pub addr: String,
+    /// What it logged before it listened.
+    pub startup_log: Vec<String>,
+    /// What it printed on stdout (the first-start key), as it arrives.
+    pub stdout: tokio::sync::watch::Receiver<Vec<String>>,
+}
+
+impl Served {
+    /// Stdout so far.
+    pub fn printed(&self) -> Vec<String> {
+        self.stdout.borrow().clone()
+    }
+
+    /// Waits until stdout has a line for which `wanted` holds, and returns it.
+    pub async fn printed_line(&mut self, wanted: impl Fn(&str) -> bool) -> anyhow::Result<String> {
+        let lines = tokio::time::timeout(WAIT, self.stdout.wait_for(|lines| lines.iter().any(|l| wanted(l))))
+            .await
+            .context("nothing like it was printed")??
+            .clone();
+        lines.into_iter().find(|l| wanted(l)).context("gone")
+    }
+}
+
+/// Starts `colloquy serve` on port 0 against `database` and the mock at `base_url`, with
+/// `env` on top.
+pub async fn start(database: &Path, base_url: &str, env: &[(&str, &str)]) -> anyhow::Result<Served> {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_colloquy"));
+    command
+        .args(["--config", "/nonexistent/colloquy.toml", "serve", "--listen", "127.0.0.1:0"])
+        .env("COLLOQUY_DATABASE_URL", format!("sqlite://{}?mode=rwc", database.display()))
+        .env("COLLOQUY_PROVIDERS__MOCK__KIND", "openai_compatible")
+        .env("COLLOQUY_PROVIDERS__MOCK__BASE_URL", base_url)
+        .env("COLLOQUY_AGENT__PROVIDER", "mock")
+        .env("COLLOQUY_AGENT__MODEL", "gpt-test")
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn()?;
+    let (printed, stdout) = tokio::sync::watch::channel(Vec::new());
+    let mut out_lines = BufReader::new(child.stdout.take().context("no stdout")?).lines();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = out_lines.next_line().await {
+            println!("colloquy stdout: {line}");
+            printed.send_modify(|lines| lines.push(line));
+        }
+    });
+    let stderr = child.stderr.take().context("no stderr")?;
+    let mut lines = BufReader::new(stderr).lines();
+    let mut startup_log = Vec::new();
+    let addr = tokio::time::timeout(WAIT, async {
+        while let Some(line) = lines.next_line().await? {
+            eprintln!("colloquy: {line}");
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                return anyhow::Ok(rest.split_whitespace().next().unwrap_or_default().to_owned());
+            }
+            startup_log.push(line);
+        }
+        bail!("colloquy exited before listening: {startup_log:?}")
+    })
+    .await??;
+    // Keep draining its log so it never blocks on a full pipe.
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            eprintln!("colloquy: {line}");
+        }
+    });
+    Ok(Served { child, addr, startup_log, stdout })
+}
+
+pub type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next JSON frame.
+pub async fn next_frame(ws: &mut Socket) -> anyhow::Result<Value> {
+    loop {
+        let message = tokio::time::timeout(WAIT, ws.next()).await?.context("connection closed")??;
+        if let Message::Text(text) = message {
+            return Ok(serde_json::from_str(text.as_str())?);
+        }
+    }
+}
