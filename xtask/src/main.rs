@@ -39,6 +39,12 @@ enum Task {
     Tidy,
     /// Migrate the database named by the configuration and exit.
     Migrate,
+    /// Manage API keys in the configured database: `create --account NAME [--kind user|service|admin]
+    /// [--expires 30d]`, `list`, `revoke ID` (arguments go to `colloquy keys`).
+    Keys {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Stream a prompt and a calculator tool-call round trip from a real model server (on
     /// demand, never in CI): `--base-url URL [--model M] [--api-key K] [--kind anthropic]`.
     LiveCheck(live_check::Args),
@@ -66,6 +72,12 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Tidy => tidy::check(),
         Task::Migrate => run(cargo(&["run", "--package", "colloquy-gateway", "--bin", "colloquy", "--", "migrate"])),
+        Task::Keys { args } => {
+            let mut cargo =
+                cargo(&["run", "--quiet", "--package", "colloquy-gateway", "--bin", "colloquy", "--", "keys"]);
+            cargo.args(args);
+            run(cargo)
+        }
         Task::LiveCheck(args) => live_check::run(args),
     }
 }
