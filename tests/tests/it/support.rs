@@ -30,11 +30,18 @@ pub struct Gateway {
 
 impl Gateway {
     /// Starts a gateway with `config` (JSON, layered over the defaults) and a fresh SQLite file;
-    /// auth is on and [`Gateway::admin_key`] is its first-start admin key.
+    /// auth is on and [`Gateway::admin_key`] is its first-start admin key. Rate limits are off
+    /// unless `config` sets them.
     pub async fn start(mut config: Value) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let database_url = format!("sqlite://{}?mode=rwc", dir.path().join("colloquy.db").display());
         config["database_url"] = json!(database_url);
+        // Tests go faster than people: rate limits only where a test sets them.
+        for (limit, value) in [("requests_per_second_per_key", 100_000), ("frames_per_second", 100_000)] {
+            if config["limits"].get(limit).is_none() {
+                config["limits"][limit] = json!(value);
+            }
+        }
         let config = Config::from_value(config)?;
         let (state, _banner) = AppState::build(config).await?;
         let admin_key = state.first_run_admin_key().await?.unwrap_or_default();
