@@ -5,13 +5,12 @@
 
 use std::path::Path;
 
-use anyhow::Context;
 use colloquy_tests::mock_openai::{MockOpenAi, MockReply, chunks};
 use futures::SinkExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::process::{Served, Socket, next_frame};
+use crate::process::{Served, Socket, create_conversation, next_frame};
 
 /// Starts `colloquy serve` for these tests, which are about crashes (auth is tested elsewhere).
 async fn start(database: &Path, base_url: &str) -> anyhow::Result<Served> {
@@ -40,14 +39,7 @@ async fn a_gateway_killed_mid_turn_resumes_the_turn_when_it_starts_again() -> an
 
     // First life: the tool runs, then the second LLM request hangs mid-answer; kill -9.
     let Served { child: mut first, addr, .. } = start(&database, &first_model.base_url()).await?;
-    let created: Value = reqwest::Client::new()
-        .post(format!("http://{addr}/v1/conversations"))
-        .json(&json!({}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let conversation = created["id"].as_str().context("no id")?.to_owned();
+    let conversation = create_conversation(&addr, None).await?;
     let mut ws = subscribe(&addr, &conversation).await?;
     ws.send(Message::Text(
         json!({"type": "send", "conversation_id": conversation, "content": "6*7?"}).to_string().into(),
@@ -101,17 +93,6 @@ async fn a_gateway_killed_mid_turn_resumes_the_turn_when_it_starts_again() -> an
     Ok(())
 }
 
-async fn create_conversation(addr: &str) -> anyhow::Result<String> {
-    let created: Value = reqwest::Client::new()
-        .post(format!("http://{addr}/v1/conversations"))
-        .json(&json!({}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    Ok(created["id"].as_str().context("no id")?.to_owned())
-}
-
 /// Sends `content` and returns its ack (or error), skipping events.
 async fn send(ws: &mut Socket, conversation: &str, id: &str, content: &str) -> anyhow::Result<Value> {
     ws.send(Message::Text(
@@ -159,7 +140,7 @@ async fn prompts_queued_when_the_gateway_was_killed_are_answered_exactly_once_af
         MockOpenAi::start(vec![MockReply::Held(Box::new(MockReply::Chunks(chunks::text("gpt-test", &["one"], None))))])
             .await?;
     let Served { child: mut first, addr, .. } = start(&database, &first_model.base_url()).await?;
-    let conversation = create_conversation(&addr).await?;
+    let conversation = create_conversation(&addr, None).await?;
     let mut ws = subscribe(&addr, &conversation).await?;
     assert_eq!(send(&mut ws, &conversation, "1", "q1").await?["queued"], false);
     until_turn_start(&mut ws).await?;
@@ -211,8 +192,8 @@ async fn a_conversation_that_cannot_be_read_back_is_quarantined_and_every_other_
     let held = || MockReply::Held(Box::new(MockReply::Chunks(chunks::text("gpt-test", &["never"], None))));
     let first_model = MockOpenAi::start(vec![held(), held()]).await?;
     let Served { child: mut first, addr, .. } = start(&database, &first_model.base_url()).await?;
-    let broken = create_conversation(&addr).await?;
-    let healthy = create_conversation(&addr).await?;
+    let broken = create_conversation(&addr, None).await?;
+    let healthy = create_conversation(&addr, None).await?;
     let mut ws = subscribe(&addr, &broken).await?;
     send(&mut ws, &broken, "1", "hello").await?;
     until_turn_start(&mut ws).await?;

@@ -103,3 +103,14 @@ pub async fn next_frame(ws: &mut Socket) -> anyhow::Result<Value> {
         }
     }
 }
+
+/// `POST /v1/conversations` with `{}` (presenting `key` when auth is on); the new id.
+pub async fn create_conversation(addr: &str, key: Option<&str>) -> anyhow::Result<String> {
+    let mut request =
+        reqwest::Client::new().post(format!("http://{addr}/v1/conversations")).json(&serde_json::json!({}));
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let created: Value = request.send().await?.json().await?;
+    Ok(created["id"].as_str().context("no id")?.to_owned())
+}

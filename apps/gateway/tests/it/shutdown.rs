@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::process::{Served, Socket, WAIT, next_frame, start};
+use crate::process::{Served, Socket, WAIT, create_conversation, next_frame, start};
 
 /// The admin key a first start printed.
 fn printed_key(served: &Served) -> Option<String> {
@@ -54,15 +54,7 @@ async fn the_first_start_prints_an_admin_key_once_and_sigterm_stops_cleanly() ->
     assert!(!first.startup_log.iter().any(|line| line.contains(&key)), "the key is never logged");
 
     // A turn in flight (its model never answers) and a prompt queued behind it.
-    let created: Value = reqwest::Client::new()
-        .post(format!("http://{}/v1/conversations", first.addr))
-        .bearer_auth(&key)
-        .json(&json!({}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let conversation = created["id"].as_str().unwrap_or_default().to_owned();
+    let conversation = create_conversation(&first.addr, Some(&key)).await?;
     let mut ws = connect(&first.addr, &key).await?;
     send(&mut ws, json!({ "type": "subscribe", "id": "s", "conversation_id": conversation })).await?;
     send(&mut ws, json!({ "type": "send", "id": "1", "conversation_id": conversation, "content": "first" })).await?;
@@ -122,14 +114,7 @@ async fn a_turn_that_finishes_within_the_grace_period_ends_normally() -> anyhow:
     ))))])
     .await?;
     let mut served = start(&database, &model.base_url(), &[("COLLOQUY_AUTH", "off")]).await?;
-    let created: Value = reqwest::Client::new()
-        .post(format!("http://{}/v1/conversations", served.addr))
-        .json(&json!({}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let conversation = created["id"].as_str().unwrap_or_default().to_owned();
+    let conversation = create_conversation(&served.addr, None).await?;
     let mut request = format!("ws://{}/v1/ws", served.addr).into_client_request()?;
     request.headers_mut().remove("authorization");
     let (mut ws, _) = tokio_tungstenite::connect_async(request).await?;

@@ -25,47 +25,28 @@ async fn two_prompts_during_a_turn(queue_mode: QueueMode, script: Vec<ScriptStep
     Ok(fixture)
 }
 
-/// Each request message as `role: text`, tool traffic as `assistant: <call>` / `tool: <result>`.
-fn lines(request: &LlmRequest) -> Vec<String> {
-    request
-        .messages
+/// One message as `role: text`, tool traffic as `assistant: <call name>` / `tool: <result>`.
+fn line(role: MessageRole, parts: &[ContentPart]) -> String {
+    let text: Vec<String> = parts
         .iter()
-        .map(|m| {
-            let text: Vec<String> = m
-                .content
-                .iter()
-                .map(|p| match p {
-                    ContentPart::Text { text } => text.clone(),
-                    ContentPart::ToolCall { name, .. } => format!("<call {name}>"),
-                    ContentPart::ToolResult { .. } => "<result>".to_owned(),
-                    _ => "<part>".to_owned(),
-                })
-                .collect();
-            format!("{}: {}", m.role.as_str(), text.join(" "))
+        .map(|p| match p {
+            ContentPart::Text { text } => text.clone(),
+            ContentPart::ToolCall { name, .. } => format!("<call {name}>"),
+            ContentPart::ToolResult { .. } => "<result>".to_owned(),
+            _ => "<part>".to_owned(),
         })
-        .collect()
+        .collect();
+    format!("{}: {}", role.as_str(), text.join(" "))
+}
+
+/// A request's messages as [`line`]s.
+fn lines(request: &LlmRequest) -> Vec<String> {
+    request.messages.iter().map(|m| line(m.role, &m.content)).collect()
 }
 
 /// The stored history in the same form, as a client replaying it sees it.
 async fn history_lines(fixture: &Fixture) -> anyhow::Result<Vec<String>> {
-    Ok(fixture
-        .history()
-        .await?
-        .iter()
-        .map(|m| {
-            let text: Vec<String> = m
-                .content
-                .iter()
-                .map(|p| match p {
-                    ContentPart::Text { text } => text.clone(),
-                    ContentPart::ToolCall { name, .. } => format!("<call {name}>"),
-                    ContentPart::ToolResult { .. } => "<result>".to_owned(),
-                    _ => "<part>".to_owned(),
-                })
-                .collect();
-            format!("{}: {}", m.role.as_str(), text.join(" "))
-        })
-        .collect())
+    Ok(fixture.history().await?.iter().map(|m| line(m.role, &m.content)).collect())
 }
 
 #[tokio::test]

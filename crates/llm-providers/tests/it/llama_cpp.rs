@@ -4,12 +4,12 @@
 use colloquy_core_model::{ContentPart, MessageRole, ToolChoice, ToolSpec};
 use colloquy_llm_providers::{
     Counted, FinishReason, LlmRequest, OpenAiCompatible, OpenAiCompatibleConfig, ProviderError, ProviderEvent,
-    RequestMessage, ResponseAccumulator,
+    RequestMessage,
 };
 use colloquy_tests::mock_openai::{MockOpenAi, MockReply};
 use serde_json::json;
 
-use crate::support::{EventResult, reply};
+use crate::support::{assemble, reply};
 
 const FORCED_TOOL_CALL: &str = include_str!("../fixtures/llama_cpp/forced_tool_call.sse");
 const PLAIN_TEXT: &str = include_str!("../fixtures/llama_cpp/plain_text.sse");
@@ -43,14 +43,6 @@ fn ask(messages: Vec<RequestMessage>, tool_choice: ToolChoice) -> LlmRequest {
 
 fn user(text: &str) -> RequestMessage {
     RequestMessage { role: MessageRole::User, content: vec![ContentPart::text(text)] }
-}
-
-fn assemble(items: &[EventResult]) -> anyhow::Result<colloquy_llm_providers::AssembledResponse> {
-    let mut accumulator = ResponseAccumulator::new();
-    for item in items {
-        accumulator.push(item.as_ref().map_err(|error| anyhow::anyhow!("the reply failed: {error}"))?);
-    }
-    Ok(accumulator.finish())
 }
 
 #[tokio::test]

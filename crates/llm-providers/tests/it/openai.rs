@@ -4,12 +4,11 @@ use std::time::Duration;
 
 use colloquy_core_model::{ContentPart, MediaSource, MessageRole, ToolChoice, ToolSpec, Usage};
 use colloquy_llm_providers::{
-    AssembledResponse, FinishReason, LlmRequest, OpenAiCompatible, OpenAiCompatibleConfig, ProviderError,
-    ProviderEvent, RequestMessage, ResponseAccumulator,
+    FinishReason, LlmRequest, OpenAiCompatible, OpenAiCompatibleConfig, ProviderError, ProviderEvent, RequestMessage,
 };
 use colloquy_tests::mock_openai::{MockOpenAi, MockReply, chunks};
 
-use crate::support::{EventResult, ask_model, reply};
+use crate::support::{EventResult, ask_model, assemble, reply};
 use secrecy::SecretString;
 use serde_json::json;
 
@@ -53,14 +52,6 @@ fn tool_call_delta(index: u32, id: Option<&str>, name: Option<&str>, arguments: 
 
 fn usage(input_tokens: u64, output_tokens: u64) -> Usage {
     Usage { input_tokens, output_tokens, ..Usage::default() }
-}
-
-fn assemble(items: &[EventResult]) -> anyhow::Result<AssembledResponse> {
-    let mut accumulator = ResponseAccumulator::new();
-    for item in items {
-        accumulator.push(item.as_ref().map_err(|error| anyhow::anyhow!("the reply failed: {error}"))?);
-    }
-    Ok(accumulator.finish())
 }
 
 #[tokio::test]

@@ -29,3 +29,12 @@ pub async fn reply(provider: &dyn LlmProvider, request: LlmRequest) -> anyhow::R
         .await
         .context("the reply stream did not end")
 }
+
+/// The reply the events make, or the error that ended them.
+pub fn assemble(items: &[EventResult]) -> anyhow::Result<colloquy_llm_providers::AssembledResponse> {
+    let mut accumulator = colloquy_llm_providers::ResponseAccumulator::new();
+    for item in items {
+        accumulator.push(item.as_ref().map_err(|error| anyhow::anyhow!("the reply failed: {error}"))?);
+    }
+    Ok(accumulator.finish())
+}
