@@ -41,6 +41,8 @@ pub enum ErrorCode {
     NoAgent,
     NotAnAgent,
     UnknownTool,
+    UnknownProvider,
+    UnknownModel,
     NotSubscribed,
     // Identity and permission.
     Unauthenticated,
@@ -191,6 +193,8 @@ impl From<EngineError> for ApiError {
             EngineError::InvalidEdit(_) => Self::bad_request(ErrorCode::InvalidEdit, message),
             EngineError::NoAgent(_) => Self::bad_request(ErrorCode::NoAgent, message),
             EngineError::UnknownTool(_) => Self::bad_request(ErrorCode::UnknownTool, message),
+            EngineError::UnknownProvider { .. } => Self::bad_request(ErrorCode::UnknownProvider, message),
+            EngineError::UnknownModel { .. } => Self::bad_request(ErrorCode::UnknownModel, message),
             EngineError::EmptyMessage | EngineError::EmptyPart { .. } => {
                 Self::bad_request(ErrorCode::EmptyMessage, message)
             }

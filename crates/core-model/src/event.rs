@@ -214,6 +214,11 @@ pub enum TurnEvent {
         /// Who.
         participant: Participant,
     },
+    /// A participant's role or agent spec changed.
+    ParticipantUpdated {
+        /// The participant as it now is.
+        participant: Participant,
+    },
     /// A participant left.
     ParticipantLeft {
         /// Who.
@@ -251,6 +256,7 @@ impl TurnEvent {
             Self::MessageUpdated { .. } => "message_updated",
             Self::MessageRemoved { .. } => "message_removed",
             Self::ParticipantJoined { .. } => "participant_joined",
+            Self::ParticipantUpdated { .. } => "participant_updated",
             Self::ParticipantLeft { .. } => "participant_left",
             Self::ConversationUpdated { .. } => "conversation_updated",
         }

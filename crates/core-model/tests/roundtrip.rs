@@ -116,7 +116,28 @@ fn any_event() -> impl Strategy<Value = TurnEvent> {
         (any_stop(), any_usage()).prop_map(move |(stop, usage)| TurnEvent::AgentEnd { turn_id, stop, usage }),
         any_message().prop_map(|message| TurnEvent::MessagePosted { message }),
         any_message().prop_map(|message| TurnEvent::MessageQueued { message }),
+        any_participant().prop_map(|participant| TurnEvent::ParticipantJoined { participant }),
+        any_participant().prop_map(|participant| TurnEvent::ParticipantUpdated { participant }),
     ]
+}
+
+fn any_participant() -> impl Strategy<Value = Participant> {
+    (any_text(), any::<bool>(), any::<bool>()).prop_map(|(display_name, bound, agent)| Participant {
+        id: ParticipantId::new(),
+        conversation_id: ConversationId::new(),
+        kind: if agent { ParticipantKind::Agent } else { ParticipantKind::User },
+        display_name,
+        role: ParticipantRole::Observer,
+        agent: agent.then(|| AgentSpec {
+            provider: "openai".into(),
+            model: "gpt-4o-mini".into(),
+            system_prompt: None,
+            tools: vec!["calculator".into()],
+        }),
+        account: bound.then(AccountId::new),
+        joined_at: Utc.timestamp_opt(1_700_000_000, 0).single().unwrap_or_default(),
+        left_at: None,
+    })
 }
 
 fn round_trips<T>(value: &T) -> Result<(), TestCaseError>

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use colloquy_core_model::limits::{MAX_JSON_DEPTH, MAX_PARTICIPANTS, json_depth};
 use colloquy_core_model::{
-    ContentPart, Conversation, ConversationId, ConversationKind, EventEnvelope, Message, MessageRole, NewMessage,
-    Participant, ParticipantId, ParticipantKind, ParticipantRole, TurnEvent,
+    AgentSpec, ContentPart, Conversation, ConversationId, ConversationKind, EventEnvelope, Message, MessageRole,
+    NewMessage, Participant, ParticipantId, ParticipantKind, ParticipantRole, TurnEvent,
 };
 use colloquy_llm_providers::LlmProvider;
 use colloquy_store::{AppendedMessage, ConversationStore, MessageEvent, NewConversation, NewParticipant, StoreError};
@@ -89,6 +89,8 @@ pub(crate) struct Inner {
     quarantined: Mutex<HashMap<ConversationId, String>>,
     /// How many prompts may wait behind a running turn per conversation.
     max_queued: AtomicUsize,
+    /// The models each provider said it serves, asked at first need.
+    models: crate::conversations::ModelCache,
 }
 
 impl Inner {
@@ -128,6 +130,18 @@ impl Inner {
     fn runners(&self) -> std::sync::MutexGuard<'_, HashMap<ConversationId, Runner>> {
         // Every update of the map is a single insert, remove or field write.
         self.runners.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The models `provider` serves, asked once and remembered (an unknown model is asked about
+    /// again, in case the server has gained it since).
+    pub(crate) async fn models(&self, name: &str, provider: &Arc<dyn LlmProvider>) -> Option<Vec<String>> {
+        let mut cache = self.models.lock().await;
+        if let Some(known) = cache.get(name) {
+            return known.clone();
+        }
+        let listed = provider.models().await;
+        cache.insert(name.to_owned(), listed.clone());
+        listed
     }
 
     /// Runs `change` on the conversation's runner, if it has one, under the table's lock.
@@ -296,6 +310,7 @@ impl Engine {
             runners: Mutex::default(),
             quarantined: Mutex::default(),
             max_queued: AtomicUsize::new(Self::DEFAULT_MAX_QUEUED_PROMPTS),
+            models: crate::conversations::ModelCache::default(),
         };
         Self { inner: Arc::new(inner) }
     }
@@ -377,7 +392,8 @@ impl Engine {
     /// Creates a conversation with its first participants, after checking that it can work: at
     /// most [`MAX_PARTICIPANTS`] participants with non-blank names, someone who can post (a user
     /// or service that is not an observer), an agent for the kinds that need one (two for
-    /// `agent_agent`, unless a service talks to the agent), only registered tools, and
+    /// `agent_agent`, unless a service talks to the agent), agents on configured providers,
+    /// models and tools ([`Engine::check_agent`]), and
     /// `options.context` no deeper than [`MAX_JSON_DEPTH`]. Nothing is stored when a check fails.
     pub async fn create_conversation(
         &self,
@@ -422,10 +438,13 @@ impl Engine {
                 "participant {index} is an agent without an agent spec: give it provider and model"
             ));
         }
-        let registry = self.inner.tools.registry();
-        let mut tools = new.participants.iter().filter_map(|p| p.agent.as_ref()).flat_map(|a| &a.tools);
-        if let Some(unknown) = tools.find(|name| !registry.contains(name)) {
-            return Err(EngineError::UnknownTool(unknown.clone()));
+        // Each distinct spec once: hundreds of agents usually share a few.
+        let mut checked: Vec<&AgentSpec> = Vec::new();
+        for spec in new.participants.iter().filter_map(|p| p.agent.as_ref()) {
+            if !checked.contains(&spec) {
+                self.check_agent(spec).await?;
+                checked.push(spec);
+            }
         }
         let depth = json_depth(&new.options.context);
         if depth > MAX_JSON_DEPTH {

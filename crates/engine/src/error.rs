@@ -21,6 +21,24 @@ pub enum EngineError {
     /// The conversation has no agent to answer.
     #[error("conversation {0} has no agent participant: add one with an agent spec")]
     NoAgent(ConversationId),
+    /// An agent names a provider that is not configured.
+    #[error("there is no provider `{provider}`: use one of {}", known.join(", "))]
+    UnknownProvider {
+        /// The name asked for.
+        provider: String,
+        /// The configured ones.
+        known: Vec<String>,
+    },
+    /// An agent names a model its provider does not serve.
+    #[error("provider `{provider}` does not serve model `{model}`: use one of {}", known.join(", "))]
+    UnknownModel {
+        /// The provider.
+        provider: String,
+        /// The model asked for.
+        model: String,
+        /// Some it does serve.
+        known: Vec<String>,
+    },
     /// A tool name that is not registered.
     #[error("there is no tool named `{0}`: use one of the registered tools")]
     UnknownTool(String),

@@ -146,70 +146,14 @@ impl ConversationHandle {
     /// assistant message keeps exactly its tool calls; tool results cannot be edited. Refused
     /// while a turn runs.
     pub async fn update_message(&self, message: MessageId, content: Vec<ContentPart>) -> Result<Message, EngineError> {
-        let current = self.editable(message).await?;
-        let calls = |content: &[ContentPart]| -> Vec<ToolCallId> {
-            content
-                .iter()
-                .filter_map(|p| match p {
-                    ContentPart::ToolCall { id, .. } => Some(id.clone()),
-                    _ => None,
-                })
-                .collect()
-        };
-        match current.role {
-            MessageRole::Tool => {
-                return Err(EngineError::InvalidEdit(
-                    "a tool result cannot be edited: remove the assistant message that made the call instead".into(),
-                ));
-            }
-            MessageRole::Assistant if calls(&current.content) != calls(&content) => {
-                return Err(EngineError::InvalidEdit(
-                    "an edited assistant message must keep exactly its tool calls, so each keeps its result".into(),
-                ));
-            }
-            _ => {}
-        }
-        let (updated, event) = self.engine.store().update_message(self.id, message, content).await?;
-        self.engine.inner().publish(event);
-        Ok(updated)
+        self.engine.update_message(self.id, message, content).await
     }
 
     /// Takes a message out of the history; an assistant message takes its tool results with it.
     /// A tool result alone cannot be removed (its call would be left unanswered). Refused while
     /// a turn runs.
     pub async fn remove_message(&self, message: MessageId) -> Result<(), EngineError> {
-        let current = self.editable(message).await?;
-        if current.role == MessageRole::Tool {
-            return Err(EngineError::InvalidEdit(
-                "a tool result cannot be removed alone: remove the assistant message that made the call".into(),
-            ));
-        }
-        let calls: Vec<&ToolCallId> = current.tool_calls().map(|(id, _, _)| id).collect();
-        let mut doomed = vec![message];
-        if !calls.is_empty() {
-            doomed.extend(self.history().await?.iter().filter_map(|m| {
-                let answers = m.content.iter().any(
-                    |p| matches!(p, ContentPart::ToolResult { tool_call_id, .. } if calls.contains(&tool_call_id)),
-                );
-                answers.then_some(m.id)
-            }));
-        }
-        for event in self.engine.store().remove_messages(self.id, &doomed).await? {
-            self.engine.inner().publish(event);
-        }
-        Ok(())
-    }
-
-    /// The message, if no turn runs (edits under a running turn would race it).
-    async fn editable(&self, message: MessageId) -> Result<Message, EngineError> {
-        if self.engine.is_busy(self.id) {
-            return Err(EngineError::Busy(self.id));
-        }
-        self.history()
-            .await?
-            .into_iter()
-            .find(|m| m.id == message)
-            .ok_or(EngineError::Store(colloquy_store::StoreError::MessageNotFound { conversation: self.id, message }))
+        self.engine.remove_message(self.id, message).await
     }
 
     /// Stores application data in history; it is streamed to clients but never sent to a model.
@@ -318,9 +262,7 @@ impl ConversationHandle {
     async fn update_agent(&self, change: impl FnOnce(&mut AgentSpec)) -> Result<(), EngineError> {
         let mut spec = self.agent_spec().await?;
         change(&mut spec);
-        let participant = self.engine.store().update_agent(self.id, self.agent, spec).await?;
-        let changes = serde_json::json!({ "participant": participant.id, "agent": participant.agent });
-        self.engine.inner().emit(self.id, TurnEvent::ConversationUpdated { changes }).await?;
+        self.engine.update_agent(self.id, self.agent, spec).await?;
         Ok(())
     }
 }

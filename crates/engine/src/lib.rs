@@ -9,6 +9,7 @@
 
 mod accounts;
 mod context;
+mod conversations;
 mod engine;
 mod error;
 mod fanout;

@@ -113,7 +113,16 @@ pub trait LlmProvider: Send + Sync + 'static {
     /// Starts one request. Errors before the first event (auth, rate limit, unreachable server)
     /// come as the stream's first item; dropping the stream cancels the request.
     fn stream(&self, request: LlmRequest) -> ProviderStream;
+
+    /// The models it serves, when it can tell (OpenAI-compatible servers list them at
+    /// `/models`); `None` when it cannot, and then any model name is tried.
+    fn models(&self) -> BoxFuture<'_, Option<Vec<String>>> {
+        Box::pin(async { None })
+    }
 }
+
+/// A boxed future, as [`LlmProvider::models`] returns.
+pub type BoxFuture<'a, T> = futures::future::BoxFuture<'a, T>;
 
 /// A shared provider is a provider, so the wrappers ([`Retrying`], [`Priced`]) also take
 /// `Arc<dyn LlmProvider>`.
@@ -124,6 +133,10 @@ impl<P: LlmProvider + ?Sized> LlmProvider for Arc<P> {
 
     fn stream(&self, request: LlmRequest) -> ProviderStream {
         (**self).stream(request)
+    }
+
+    fn models(&self) -> BoxFuture<'_, Option<Vec<String>>> {
+        (**self).models()
     }
 }
 

@@ -119,6 +119,25 @@ impl LlmProvider for OpenAiCompatible {
         &self.name
     }
 
+    fn models(&self) -> crate::BoxFuture<'_, Option<Vec<String>>> {
+        Box::pin(async move {
+            if self.key_problem.is_some() {
+                return None;
+            }
+            // `GET /models`, which OpenAI, Ollama, vLLM, llama.cpp and LM Studio all serve.
+            #[derive(Deserialize)]
+            struct ModelList {
+                data: Vec<ModelEntry>,
+            }
+            #[derive(Deserialize)]
+            struct ModelEntry {
+                id: String,
+            }
+            let listed: ModelList = self.client.models().list_byot().await.ok()?;
+            Some(listed.data.into_iter().map(|model| model.id).collect())
+        })
+    }
+
     fn stream(&self, request: LlmRequest) -> ProviderStream {
         let streamed = self.stream_tools || request.tools.is_empty();
         let body = chat_request(&request, streamed);

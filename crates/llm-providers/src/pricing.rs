@@ -170,6 +170,10 @@ impl<P: LlmProvider> LlmProvider for Priced<P> {
         self.inner.name()
     }
 
+    fn models(&self) -> crate::BoxFuture<'_, Option<Vec<String>>> {
+        self.inner.models()
+    }
+
     fn stream(&self, request: LlmRequest) -> ProviderStream {
         let Some(price) = self.prices.price(&request.model).copied() else {
             return self.inner.stream(request);

@@ -77,6 +77,10 @@ impl<P: LlmProvider> LlmProvider for Retrying<P> {
         self.inner.name()
     }
 
+    fn models(&self) -> crate::BoxFuture<'_, Option<Vec<String>>> {
+        self.inner.models()
+    }
+
     fn stream(&self, request: LlmRequest) -> ProviderStream {
         let inner = Arc::clone(&self.inner);
         let policy = self.policy;

@@ -130,6 +130,10 @@ impl<P: LlmProvider> LlmProvider for Counted<P> {
         self.inner.name()
     }
 
+    fn models(&self) -> crate::BoxFuture<'_, Option<Vec<String>>> {
+        self.inner.models()
+    }
+
     fn stream(&self, request: LlmRequest) -> ProviderStream {
         let tally = Tally {
             model: request.model.clone(),

@@ -177,13 +177,23 @@ pub trait ConversationStore: Send + Sync + 'static {
         messages: &[MessageId],
     ) -> Result<Vec<EventEnvelope>, StoreError>;
 
-    /// Replaces how an agent participant answers (provider, model, system prompt, tools).
+    /// Replaces how an agent participant answers (provider, model, system prompt, tools) and
+    /// writes `participant_updated`, in one transaction.
     async fn update_agent(
         &self,
         conversation: ConversationId,
         participant: ParticipantId,
         spec: AgentSpec,
-    ) -> Result<Participant, StoreError>;
+    ) -> Result<(Participant, EventEnvelope), StoreError>;
+
+    /// Changes an active participant's role and writes `participant_updated`, in one
+    /// transaction.
+    async fn update_participant_role(
+        &self,
+        conversation: ConversationId,
+        participant: ParticipantId,
+        role: ParticipantRole,
+    ) -> Result<(Participant, EventEnvelope), StoreError>;
 
     /// Prompt turns a crash left open: each conversation whose newest `agent_start` has no
     /// `agent_end` after it, with that `agent_start`'s seq. Read once at start, for recovery.
@@ -327,6 +337,15 @@ pub trait ConversationStore: Send + Sync + 'static {
     async fn search_messages(
         &self,
         participant: ParticipantId,
+        query: &str,
+        limit: u64,
+    ) -> Result<Vec<Message>, StoreError>;
+
+    /// [`ConversationStore::search_messages`] over the conversations `account` takes part in
+    /// (through any of its participants); every conversation when `account` is `None`.
+    async fn search_messages_of_account(
+        &self,
+        account: Option<AccountId>,
         query: &str,
         limit: u64,
     ) -> Result<Vec<Message>, StoreError>;

@@ -4,7 +4,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use colloquy_core_model::{ConversationKind, ConversationStatus, Message, Options, ParticipantId, Timestamp};
+use colloquy_core_model::{
+    AccountId, ConversationKind, ConversationStatus, Message, Options, ParticipantId, Timestamp,
+};
 
 use crate::StoreError;
 
@@ -40,20 +42,33 @@ impl ConversationUpdate {
 pub struct ConversationFilter {
     /// Only conversations this party takes part in (and has not left).
     pub participant: Option<ParticipantId>,
+    /// Only conversations each of these accounts takes part in (through an active participant).
+    pub accounts: Vec<AccountId>,
     /// Only conversations with this status.
     pub status: Option<ConversationStatus>,
     /// Only conversations of this kind.
     pub kind: Option<ConversationKind>,
+    /// Only conversations with this tag.
+    pub tag: Option<String>,
+    /// Only conversations with an active agent of this display name (any case).
+    pub agent: Option<String>,
+    /// Only conversations whose title or summary contains this text (any case).
+    pub text: Option<String>,
 }
 
-/// Where the next page of conversations starts. Opaque: it prints as a short string for URLs
-/// and parses back with [`str::parse`].
+/// Where the next page of conversations starts (they come newest activity first). Opaque: it
+/// prints as a short string for URLs and parses back with [`str::parse`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ConversationCursor(pub(crate) uuid::Uuid);
+pub struct ConversationCursor {
+    /// The last listed conversation's `last_activity`.
+    pub(crate) last_activity: Timestamp,
+    /// And its id, for ties.
+    pub(crate) id: uuid::Uuid,
+}
 
 impl fmt::Display for ConversationCursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0.simple())
+        write!(f, "{}.{}", self.last_activity.timestamp_micros(), self.id.simple())
     }
 }
 
@@ -61,7 +76,12 @@ impl FromStr for ConversationCursor {
     type Err = StoreError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        uuid::Uuid::try_parse(text).map(Self).map_err(|_| StoreError::InvalidCursor(text.to_owned()))
+        let invalid = || StoreError::InvalidCursor(text.to_owned());
+        let (micros, id) = text.split_once('.').ok_or_else(invalid)?;
+        let last_activity =
+            micros.parse::<i64>().ok().and_then(chrono::DateTime::from_timestamp_micros).ok_or_else(invalid)?;
+        let id = uuid::Uuid::try_parse(id).map_err(|_| invalid())?;
+        Ok(Self { last_activity, id })
     }
 }
 

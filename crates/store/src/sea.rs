@@ -400,9 +400,26 @@ impl ConversationStore for SeaStore {
         conversation: ConversationId,
         participant: colloquy_core_model::ParticipantId,
         spec: colloquy_core_model::AgentSpec,
-    ) -> Result<Participant, StoreError> {
+    ) -> Result<(Participant, EventEnvelope), StoreError> {
         let (_writer, txn) = self.begin_write().await?;
-        let outcome = agents::update_agent(&txn, conversation, participant, &spec).await;
+        let outcome = match agents::update_agent(&txn, conversation, participant, &spec).await {
+            Ok(updated) => agents::record_update(&txn, updated).await,
+            Err(err) => Err(err),
+        };
+        commit_or_abort(txn, outcome).await
+    }
+
+    async fn update_participant_role(
+        &self,
+        conversation: ConversationId,
+        participant: ParticipantId,
+        role: colloquy_core_model::ParticipantRole,
+    ) -> Result<(Participant, EventEnvelope), StoreError> {
+        let (_writer, txn) = self.begin_write().await?;
+        let outcome = match participants::set_role(&txn, conversation, participant, role).await {
+            Ok(updated) => agents::record_update(&txn, updated).await,
+            Err(err) => Err(err),
+        };
         commit_or_abort(txn, outcome).await
     }
 
@@ -597,7 +614,17 @@ impl ConversationStore for SeaStore {
         query: &str,
         limit: u64,
     ) -> Result<Vec<Message>, StoreError> {
-        history::search_messages(&self.db, participant, query, limit).await
+        history::search_messages(&self.db, history::SearchScope::Participant(participant), query, limit).await
+    }
+
+    async fn search_messages_of_account(
+        &self,
+        account: Option<colloquy_core_model::AccountId>,
+        query: &str,
+        limit: u64,
+    ) -> Result<Vec<Message>, StoreError> {
+        let scope = account.map_or(history::SearchScope::All, history::SearchScope::Account);
+        history::search_messages(&self.db, scope, query, limit).await
     }
 
     async fn sweep_expired(&self, now: Timestamp, inactivity: Duration) -> Result<Vec<ConversationId>, StoreError> {

@@ -27,3 +27,18 @@ pub(super) async fn update_agent(
     active.agent = Set(Some(stored_json(spec, "participants.agent")?));
     active.update(db).await?.into_domain()
 }
+
+/// Writes the `participant_updated` event for `participant` under the next seq, in `txn`.
+pub(super) async fn record_update(
+    txn: &sea_orm::DatabaseTransaction,
+    participant: Participant,
+) -> Result<(Participant, colloquy_core_model::EventEnvelope), StoreError> {
+    let conversation = participant.conversation_id;
+    let now = super::now();
+    let (seq, _) = super::next_seq(txn, conversation, now, 1, None).await?;
+    let event = colloquy_core_model::TurnEvent::ParticipantUpdated { participant: participant.clone() };
+    super::events::Entity::insert(super::events::new_row(conversation, seq, &event, now)?)
+        .exec_without_returning(txn)
+        .await?;
+    Ok((participant, colloquy_core_model::EventEnvelope { conversation_id: conversation, seq: Some(seq), event }))
+}

@@ -2,7 +2,7 @@
 //! history that fits a token budget, and full-text search.
 
 use colloquy_core_model::{ConversationId, Message, ParticipantId};
-use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, Func, Query};
 use sea_orm::{
     ColumnTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
 };
@@ -13,34 +13,75 @@ use crate::{ConversationCursor, ConversationFilter, History, MessageCursor, Page
 /// Rows read at a time while walking a history backwards for a token budget.
 const BUDGET_CHUNK: u64 = 256;
 
-/// [`crate::ConversationStore::list_conversations`]: newest first (ids are time-ordered).
+/// [`crate::ConversationStore::list_conversations`]: newest activity first, ties by id.
 pub(super) async fn list_conversations(
     db: &DatabaseConnection,
     filter: ConversationFilter,
     after: Option<ConversationCursor>,
     limit: u64,
 ) -> Result<Page<colloquy_core_model::Conversation, ConversationCursor>, StoreError> {
-    let mut query = conversations::Entity::find().order_by_desc(conversations::Column::Id);
+    use conversations::Column as C;
+    use participants::Column as P;
+
+    let active_participants = || {
+        Query::select()
+            .column(P::ConversationId)
+            .from(participants::Entity)
+            .and_where(Expr::col(P::LeftAt).is_null())
+            .to_owned()
+    };
+    let mut query = conversations::Entity::find().order_by_desc(C::LastActivity).order_by_desc(C::Id);
     if let Some(participant) = filter.participant {
-        query = query.filter(
-            Expr::col(conversations::Column::Id).in_subquery(
-                Query::select()
-                    .column(participants::Column::ConversationId)
-                    .from(participants::Entity)
-                    .and_where(Expr::col(participants::Column::Id).eq(participant.as_uuid()))
-                    .and_where(Expr::col(participants::Column::LeftAt).is_null())
-                    .to_owned(),
-            ),
-        );
+        let mut inner = active_participants();
+        inner.and_where(Expr::col(P::Id).eq(participant.as_uuid()));
+        query = query.filter(Expr::col(C::Id).in_subquery(inner));
+    }
+    for account in filter.accounts {
+        let mut inner = active_participants();
+        inner.and_where(Expr::col(P::AccountId).eq(account.as_uuid()));
+        query = query.filter(Expr::col(C::Id).in_subquery(inner));
+    }
+    if let Some(agent) = filter.agent {
+        let mut inner = active_participants();
+        inner
+            .and_where(Expr::col(P::Kind).eq("agent"))
+            .and_where(Expr::expr(Func::lower(Expr::col(P::DisplayName))).eq(agent.to_lowercase()));
+        query = query.filter(Expr::col(C::Id).in_subquery(inner));
     }
     if let Some(status) = filter.status {
-        query = query.filter(conversations::Column::Status.eq(conversations::status_name(status)));
+        query = query.filter(C::Status.eq(conversations::status_name(status)));
     }
     if let Some(kind) = filter.kind {
-        query = query.filter(conversations::Column::Kind.eq(conversations::kind_name(kind)));
+        query = query.filter(C::Kind.eq(conversations::kind_name(kind)));
     }
-    if let Some(ConversationCursor(after)) = after {
-        query = query.filter(conversations::Column::Id.lt(after));
+    if let Some(text) = filter.text.filter(|t| !t.trim().is_empty()) {
+        // LIKE with the user's text as a literal: escape its wildcards.
+        let escaped = text.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        let pattern = format!("%{escaped}%");
+        let like = |column: C| {
+            Expr::expr(Func::lower(Expr::col(column)))
+                .like(sea_orm::sea_query::LikeExpr::new(pattern.clone()).escape('\\'))
+        };
+        query = query.filter(like(C::Title).or(like(C::Summary)));
+    }
+    if let Some(tag) = filter.tag {
+        let condition = match db.get_database_backend() {
+            DbBackend::Postgres => {
+                Expr::cust_with_values("conversations.tags @> $1::jsonb", [serde_json::json!([tag]).to_string()])
+            }
+            _ => Expr::cust_with_values(
+                "EXISTS (SELECT 1 FROM json_each(conversations.tags) WHERE json_each.value = ?)",
+                [tag],
+            ),
+        };
+        query = query.filter(condition);
+    }
+    if let Some(cursor) = after {
+        query = query.filter(
+            Expr::col(C::LastActivity)
+                .lt(cursor.last_activity)
+                .or(Expr::col(C::LastActivity).eq(cursor.last_activity).and(Expr::col(C::Id).lt(cursor.id))),
+        );
     }
     let rows = query.limit(db_limit(limit.saturating_add(1))).all(db).await?;
     let more = rows.len() as u64 > limit;
@@ -49,7 +90,11 @@ pub(super) async fn list_conversations(
         .take(usize::try_from(limit).unwrap_or(usize::MAX))
         .map(conversations::Model::into_domain)
         .collect::<Result<_, _>>()?;
-    let next = if more { items.last().map(|c| ConversationCursor(c.id.as_uuid())) } else { None };
+    let next = if more {
+        items.last().map(|c| ConversationCursor { last_activity: c.last_activity, id: c.id.as_uuid() })
+    } else {
+        None
+    };
     Ok(Page { items, next })
 }
 
@@ -149,10 +194,21 @@ fn query_words(query: &str) -> Vec<String> {
     query.split(|c: char| !c.is_alphanumeric()).filter(|word| !word.is_empty()).map(str::to_lowercase).collect()
 }
 
-/// [`crate::ConversationStore::search_messages`]; the one query written per backend.
+/// Whose conversations a search looks in.
+pub(super) enum SearchScope {
+    /// Those this participant takes part in.
+    Participant(ParticipantId),
+    /// Those any participant of this account takes part in.
+    Account(colloquy_core_model::AccountId),
+    /// Every conversation.
+    All,
+}
+
+/// [`crate::ConversationStore::search_messages`] and its account form; the one query written
+/// per backend.
 pub(super) async fn search_messages(
     db: &DatabaseConnection,
-    participant: ParticipantId,
+    scope: SearchScope,
     query: &str,
     limit: u64,
 ) -> Result<Vec<Message>, StoreError> {
@@ -162,34 +218,46 @@ pub(super) async fn search_messages(
     }
     let backend = db.get_database_backend();
     let limit = to_db_count(db_limit(limit));
-    let statement = match backend {
-        DbBackend::Postgres => Statement::from_sql_and_values(
-            backend,
-            "SELECT m.* FROM messages m
-             WHERE m.search_tsv @@ plainto_tsquery('simple', $1) AND NOT m.queued
-               AND EXISTS (SELECT 1 FROM participants p
-                           WHERE p.conversation_id = m.conversation_id AND p.id = $2 AND p.left_at IS NULL)
-             ORDER BY m.created_at DESC, m.id DESC
-             LIMIT $3",
-            [words.join(" ").into(), participant.as_uuid().into(), limit.into()],
-        ),
-        _ => {
-            let fts_query: Vec<String> = words.iter().map(|word| format!("\"{word}\"")).collect();
-            Statement::from_sql_and_values(
-                backend,
-                "SELECT m.* FROM messages_fts
-                 JOIN messages m ON m.search_rowid = messages_fts.rowid
-                 WHERE messages_fts MATCH ? AND NOT m.queued
-                   AND EXISTS (SELECT 1 FROM participants p
-                               WHERE p.conversation_id = m.conversation_id AND p.id = ? AND p.left_at IS NULL)
-                 ORDER BY m.created_at DESC, m.id DESC
-                 LIMIT ?",
-                [fts_query.join(" ").into(), participant.as_uuid().into(), limit.into()],
+    let postgres = backend == DbBackend::Postgres;
+    // Placeholders: the words first, then whose, then the limit.
+    let mut values: Vec<sea_orm::Value> = Vec::new();
+    let (matching, join) = if postgres {
+        values.push(words.join(" ").into());
+        ("m.search_tsv @@ plainto_tsquery('simple', $1)", "")
+    } else {
+        let fts_query: Vec<String> = words.iter().map(|word| format!("\"{word}\"")).collect();
+        values.push(fts_query.join(" ").into());
+        ("messages_fts MATCH ?", "JOIN messages m ON m.search_rowid = messages_fts.rowid")
+    };
+    let placeholder = |n: usize| if postgres { format!("${n}") } else { "?".to_owned() };
+    let whose = match scope {
+        SearchScope::Participant(participant) => {
+            values.push(participant.as_uuid().into());
+            format!(
+                "AND EXISTS (SELECT 1 FROM participants p WHERE p.conversation_id = m.conversation_id AND p.id = {} \
+                 AND p.left_at IS NULL)",
+                placeholder(2)
             )
         }
+        SearchScope::Account(account) => {
+            values.push(account.as_uuid().into());
+            format!(
+                "AND EXISTS (SELECT 1 FROM participants p WHERE p.conversation_id = m.conversation_id \
+                 AND p.account_id = {} AND p.left_at IS NULL)",
+                placeholder(2)
+            )
+        }
+        SearchScope::All => String::new(),
     };
+    values.push(limit.into());
+    let from = if postgres { "messages m" } else { "messages_fts" };
+    let sql = format!(
+        "SELECT m.* FROM {from} {join} WHERE {matching} AND NOT m.queued {whose} \
+         ORDER BY m.created_at DESC, m.id DESC LIMIT {}",
+        placeholder(values.len())
+    );
     messages::Entity::find()
-        .from_raw_sql(statement)
+        .from_raw_sql(Statement::from_sql_and_values(backend, sql, values))
         .all(db)
         .await?
         .into_iter()

@@ -148,6 +148,7 @@ pub(super) async fn add(
             active.display_name = fresh.display_name.take().map_or(sea_orm::ActiveValue::NotSet, Set);
             active.role = fresh.role.take().map_or(sea_orm::ActiveValue::NotSet, Set);
             active.agent = fresh.agent.take().map_or(sea_orm::ActiveValue::NotSet, Set);
+            active.account_id = fresh.account_id.take().map_or(sea_orm::ActiveValue::NotSet, Set);
             active.joined_at = Set(now);
             active.left_at = Set(None);
             active.update(txn).await?;
@@ -189,4 +190,23 @@ pub(super) async fn remove(
         return Err(StoreError::ParticipantNotFound { conversation, participant });
     }
     Ok(())
+}
+
+/// [`crate::ConversationStore::update_participant_role`] inside the caller's write transaction.
+pub(super) async fn set_role(
+    txn: &sea_orm::DatabaseTransaction,
+    conversation: ConversationId,
+    participant: ParticipantId,
+    role: ParticipantRole,
+) -> Result<Participant, StoreError> {
+    use sea_orm::IntoActiveModel;
+
+    let row = Entity::find_by_id((conversation.as_uuid(), participant.as_uuid()))
+        .one(txn)
+        .await?
+        .filter(|row| row.left_at.is_none())
+        .ok_or(StoreError::ParticipantNotFound { conversation, participant })?;
+    let mut active = row.into_active_model();
+    active.role = Set(role_name(role).to_owned());
+    active.update(txn).await?.into_domain()
 }

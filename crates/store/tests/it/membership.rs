@@ -71,3 +71,32 @@ pub async fn participants_join_leave_and_come_back(store: Arc<SeaStore>) {
     ));
     assert_eq!(store.conversation(other.id).await.unwrap().last_seq, before);
 }
+
+pub async fn roles_change_with_an_event_and_search_covers_an_account(store: Arc<SeaStore>) {
+    use colloquy_core_model::AccountId;
+    use colloquy_store::MessageEvent;
+
+    let ada = AccountId::new();
+    let (mine, _) = fixtures::create_conversation(&store).await;
+    let (theirs, _) = fixtures::create_conversation(&store).await;
+    let me = ParticipantId::new();
+    let (_, _) = store
+        .add_participant(
+            mine.id,
+            NewParticipant { account: Some(ada), role: ParticipantRole::Member, ..service(me, "ada") },
+        )
+        .await
+        .unwrap();
+    let (updated, event) = store.update_participant_role(mine.id, me, ParticipantRole::Observer).await.unwrap();
+    assert_eq!(updated.role, ParticipantRole::Observer);
+    assert_eq!(event.event, TurnEvent::ParticipantUpdated { participant: updated.clone() });
+    assert_eq!(store.participants(mine.id).await.unwrap().last(), Some(&updated));
+    let missing = store.update_participant_role(theirs.id, me, ParticipantRole::Owner).await;
+    assert!(matches!(missing, Err(StoreError::ParticipantNotFound { .. })), "{missing:?}");
+
+    let found = store.append_message(mine.id, fixtures::text("rainy in paris"), MessageEvent::Posted).await.unwrap();
+    store.append_message(theirs.id, fixtures::text("sunny in paris"), MessageEvent::Posted).await.unwrap();
+    assert_eq!(store.search_messages_of_account(Some(ada), "paris", 10).await.unwrap(), [found.message]);
+    assert_eq!(store.search_messages_of_account(None, "paris", 10).await.unwrap().len(), 2);
+    assert!(store.search_messages_of_account(Some(AccountId::new()), "paris", 10).await.unwrap().is_empty());
+}

@@ -166,8 +166,9 @@ pub async fn conversations_list_by_participant_and_status(store: Arc<SeaStore>) 
             break;
         }
     }
-    let expected: Vec<ConversationId> = hers[..6].iter().rev().copied().collect();
-    assert_eq!(listed, expected, "newest first, each once");
+    // Newest activity first: archiving is activity.
+    let expected = [hers[4], hers[1], hers[5], hers[3], hers[2], hers[0]];
+    assert_eq!(listed, expected, "newest activity first, each once");
     assert_eq!(pages, 3);
 
     let active = ConversationFilter { status: Some(ConversationStatus::Active), ..filter.clone() };
@@ -182,4 +183,63 @@ pub async fn conversations_list_by_participant_and_status(store: Arc<SeaStore>) 
     assert_eq!(everyone.items.len(), 14);
     assert!(everyone.next.is_none());
     assert!(matches!("not-a-cursor".parse::<ConversationCursor>(), Err(StoreError::InvalidCursor(_))));
+}
+
+pub async fn conversations_list_by_account_tag_agent_and_text(store: Arc<SeaStore>) {
+    use colloquy_core_model::AccountId;
+
+    let (ada, grace) = (AccountId::new(), AccountId::new());
+    let person = |account: AccountId| NewParticipant {
+        id: ParticipantId::new(),
+        kind: ParticipantKind::User,
+        display_name: "someone".to_owned(),
+        role: ParticipantRole::Member,
+        agent: None,
+        account: Some(account),
+    };
+    let mut made = Vec::new();
+    for (n, (title, tags, accounts)) in [
+        ("Trip to Paris", vec!["travel"], vec![ada]),
+        ("Budget 100% review", vec!["work", "money"], vec![ada, grace]),
+        ("Weekly sync", vec!["work"], vec![grace]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut new = fixtures::new_conversation();
+        new.title = Some(title.to_owned());
+        new.tags = tags.into_iter().map(str::to_owned).collect();
+        new.participants.extend(accounts.into_iter().map(person));
+        if n == 2 {
+            // Its agent has another name.
+            new.participants[1].display_name = "Scribe".to_owned();
+        }
+        made.push(store.create_conversation(new).await.unwrap().0.id);
+    }
+    let list = |filter: ConversationFilter| {
+        let store = Arc::clone(&store);
+        async move {
+            store.list_conversations(filter, None, 100).await.unwrap().items.iter().map(|c| c.id).collect::<Vec<_>>()
+        }
+    };
+    let all = ConversationFilter::default;
+    assert_eq!(list(ConversationFilter { accounts: vec![ada], ..all() }).await, [made[1], made[0]]);
+    assert_eq!(list(ConversationFilter { accounts: vec![ada, grace], ..all() }).await, [made[1]]);
+    assert_eq!(list(ConversationFilter { tag: Some("work".into()), ..all() }).await, [made[2], made[1]]);
+    assert_eq!(list(ConversationFilter { tag: Some("wor".into()), ..all() }).await, Vec::<ConversationId>::new());
+    assert_eq!(list(ConversationFilter { agent: Some("scribe".into()), ..all() }).await, [made[2]]);
+    assert_eq!(list(ConversationFilter { text: Some("PARIS".into()), ..all() }).await, [made[0]]);
+    // The text is a literal: `%` matches itself, not everything.
+    assert_eq!(list(ConversationFilter { text: Some("100%".into()), ..all() }).await, [made[1]]);
+    assert_eq!(list(ConversationFilter { text: Some("%".into()), ..all() }).await, [made[1]]);
+    assert_eq!(
+        list(ConversationFilter {
+            accounts: vec![grace],
+            tag: Some("work".into()),
+            text: Some("sync".into()),
+            ..all()
+        })
+        .await,
+        [made[2]]
+    );
 }
