@@ -40,6 +40,30 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     /// Abuse limits.
     pub limits: Limits,
+    /// `text` (default) or `json` (one JSON object per line, for log collectors).
+    pub log_format: LogFormat,
+    /// Tool policy.
+    pub tools: ToolsConfig,
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// For people.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Tool policy.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ToolsConfig {
+    /// Tools whose every call waits for a conversation owner to allow or deny it (the
+    /// `approval_requested` event; the `approve` frame or `POST .../approvals/{id}`); unanswered
+    /// calls are denied after the conversation's `approval_timeout_ms`.
+    pub require_approval: Vec<String>,
 }
 
 /// Whether requests must authenticate.
@@ -162,7 +186,7 @@ pub enum ProviderConfig {
 
 /// The top-level keys, so that other `COLLOQUY_*` variables (`COLLOQUY_CONFIG`, test settings)
 /// are not mistaken for configuration.
-const KEYS: [&str; 11] = [
+const KEYS: [&str; 13] = [
     "listen",
     "database_url",
     "max_frame_bytes",
@@ -174,6 +198,8 @@ const KEYS: [&str; 11] = [
     "allowed_origins",
     "shutdown_grace_secs",
     "limits",
+    "log_format",
+    "tools",
 ];
 
 /// Where `OpenAI` itself lives.
@@ -205,6 +231,8 @@ impl Config {
             "allowed_origins": [],
             "shutdown_grace_secs": 10,
             "limits": Limits::default(),
+            "log_format": "text",
+            "tools": ToolsConfig::default(),
         })
     }
 

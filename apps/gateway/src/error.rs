@@ -10,7 +10,7 @@ use serde::Serialize;
 
 /// Every error code the gateway sends, on REST and on the socket: clients branch on these, so
 /// they only ever grow. docs/protocol.md has the table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     // Malformed input.
@@ -56,6 +56,7 @@ pub enum ErrorCode {
     MessageNotFound,
     AccountNotFound,
     ApiKeyNotFound,
+    ApprovalNotFound,
     // State conflicts.
     ConversationNotActive,
     ParticipantAlreadyPresent,
@@ -69,15 +70,17 @@ pub enum ErrorCode {
     QueueFull,
     TooManyConnections,
     TooManySubscriptions,
+    NotAWebsocket,
     // The server.
     ConversationUnavailable,
+    Timeout,
     DatabaseUnavailable,
     ShuttingDown,
     Internal,
 }
 
 /// A client-facing error.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ApiError {
     /// Stable, machine-readable: clients branch on it.
     pub code: ErrorCode,
@@ -88,15 +91,26 @@ pub struct ApiError {
     /// For `rate_limited` and `queue_full`: how long to wait before trying again.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
+    /// The request's `x-request-id`, to quote when reporting a problem (REST only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
     #[serde(skip)]
+    #[schema(ignore)]
     status: StatusCode,
+}
+
+/// The body of every REST error: `{"error": {...}}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ApiError,
 }
 
 impl ApiError {
     /// An error with this status and code; retryable when the status says so (5xx, 429).
     pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         let retryable = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
-        Self { code, message: message.into(), retryable, retry_after_ms: None, status }
+        Self { code, message: message.into(), retryable, retry_after_ms: None, request_id: None, status }
     }
 
     /// A caller error with this code.
@@ -170,6 +184,9 @@ impl From<StoreError> for ApiError {
             StoreError::InvalidStatusChange { .. } => Self::conflict(ErrorCode::InvalidStatusChange, message),
             StoreError::LeaseHeld { .. } => Self { retryable: true, ..Self::conflict(ErrorCode::LeaseHeld, message) },
             StoreError::StaleLease(_) => Self::conflict(ErrorCode::StaleLease, message),
+            StoreError::SchemaBehind { .. } => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::DatabaseUnavailable, message)
+            }
             StoreError::UnsupportedUrl(_) | StoreError::Database(_) | StoreError::Corrupt { .. } => {
                 Self::internal(&error)
             }
@@ -193,6 +210,7 @@ impl From<EngineError> for ApiError {
             EngineError::InvalidEdit(_) => Self::bad_request(ErrorCode::InvalidEdit, message),
             EngineError::NoAgent(_) => Self::bad_request(ErrorCode::NoAgent, message),
             EngineError::UnknownTool(_) => Self::bad_request(ErrorCode::UnknownTool, message),
+            EngineError::ApprovalNotPending { .. } => Self::not_found(ErrorCode::ApprovalNotFound, message),
             EngineError::UnknownProvider { .. } => Self::bad_request(ErrorCode::UnknownProvider, message),
             EngineError::UnknownModel { .. } => Self::bad_request(ErrorCode::UnknownModel, message),
             EngineError::EmptyMessage | EngineError::EmptyPart { .. } => {

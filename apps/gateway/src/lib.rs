@@ -7,16 +7,21 @@
 //! listener and shutdown signal from the caller, so `main` and the tests run the very same
 //! server.
 
+mod approval;
 mod auth;
 pub mod config;
 mod error;
 mod extract;
 mod limits;
+mod openapi;
 mod policy;
+mod presence;
 mod protocol;
 mod providers;
+mod request_id;
 mod rest;
 mod server;
+mod telemetry;
 mod ws;
 
 use std::sync::Arc;
@@ -24,7 +29,6 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post};
 use colloquy_core_model::{AccountId, AccountKind, AgentSpec};
 use colloquy_engine::Engine;
 use colloquy_store::{ApiKeyId, NewAccount, NewApiKey, SeaStore, StoreOptions};
@@ -49,6 +53,8 @@ pub struct AppState {
     auth: Arc<auth::Auth>,
     /// Connection and rate counters.
     limits: Arc<limits::Counters>,
+    /// Who is connected to which conversation.
+    presence: Arc<presence::Presence>,
     /// Cancelled when the server starts to stop: connections close (1001), new ones are refused.
     shutdown: CancellationToken,
 }
@@ -58,10 +64,21 @@ impl AppState {
     /// the state and the lines to show at start.
     pub async fn build(config: Config) -> anyhow::Result<(Self, Vec<String>)> {
         config.check().map_err(anyhow::Error::msg)?;
+        telemetry::install();
         let store = SeaStore::connect(&config.database_url, StoreOptions::default()).await?;
         let registry = ToolRegistry::with_builtins();
+        if let Some(unknown) = config.tools.require_approval.iter().find(|tool| !registry.contains(tool)) {
+            anyhow::bail!(
+                "tools.require_approval names `{unknown}`, which is not a tool: use some of {}",
+                registry.names().join(", ")
+            );
+        }
         let providers = providers::build(&config, registry.names()).await;
-        let engine = Engine::new(Arc::new(store), providers.registry, ToolExecutor::new(Arc::new(registry)));
+        let mut executor = ToolExecutor::new(Arc::new(registry));
+        if !config.tools.require_approval.is_empty() {
+            executor = executor.with_approval(approval::RequireApproval::new(&config.tools.require_approval));
+        }
+        let engine = Engine::new(Arc::new(store), providers.registry, executor);
         engine.set_max_queued_prompts(config.limits.max_queued_prompts);
         let mut banner = providers.banner;
         if config.auth == config::AuthMode::Off {
@@ -88,6 +105,7 @@ impl AppState {
             default_agent: providers.default_agent,
             auth,
             limits,
+            presence: Arc::default(),
             shutdown: CancellationToken::new(),
         };
         Ok((state, banner))
@@ -122,49 +140,46 @@ impl AppState {
     }
 }
 
-/// Every route, as `(method, path)`: the authorization test checks that its table has a row for
-/// each, so a new route cannot go untested. Keep it in step with [`app`].
-pub const ROUTES: [(&str, &str); 13] = [
-    ("GET", "/healthz"),
-    ("GET", "/readyz"),
-    ("GET", "/v1/ws"),
-    ("GET", "/v1/me"),
-    ("POST", "/v1/conversations"),
-    ("GET", "/v1/conversations/{id}"),
-    ("GET", "/v1/conversations/{id}/messages"),
-    ("DELETE", "/v1/conversations/{id}/participants/{participant}"),
-    ("POST", "/v1/accounts"),
-    ("GET", "/v1/accounts"),
-    ("POST", "/v1/accounts/{id}/keys"),
-    ("GET", "/v1/keys"),
-    ("DELETE", "/v1/keys/{id}"),
-];
+/// Every route, as `(method, path)`, from the OpenAPI description: the authorization test
+/// checks that its table has a row for each, so a new route cannot go untested.
+pub fn routes() -> Vec<(String, String)> {
+    let (_, document) = openapi::routes().split_for_parts();
+    let mut routes = Vec::new();
+    for (path, item) in document.paths.paths {
+        let methods = [
+            ("GET", item.get.is_some()),
+            ("POST", item.post.is_some()),
+            ("PATCH", item.patch.is_some()),
+            ("PUT", item.put.is_some()),
+            ("DELETE", item.delete.is_some()),
+        ];
+        routes.extend(methods.into_iter().filter(|(_, has)| *has).map(|(method, _)| (method.to_owned(), path.clone())));
+    }
+    routes
+}
+
+/// The OpenAPI description, as `GET /openapi.json` serves it.
+pub fn openapi_json() -> &'static str {
+    openapi::json()
+}
 
 /// Every client frame type: the authorization test has a row for each.
-pub const FRAMES: [&str; 5] = protocol::CLIENT_FRAME_TYPES;
+pub const FRAMES: [&str; 8] = protocol::CLIENT_FRAME_TYPES;
 
-/// The gateway's routes.
+/// The gateway's routes, with the documented error body for everything they refuse.
 pub fn app(state: AppState) -> Router {
     let limits = &state.config.limits;
     let body_timeout = Duration::from_millis(limits.body_read_timeout_ms);
     let body_limit = limits.max_body_bytes;
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(rest::readyz))
-        .route("/v1/ws", get(ws::upgrade))
-        .route("/v1/me", get(rest::me))
-        .route("/v1/conversations", post(rest::create_conversation))
-        .route("/v1/conversations/{id}", get(rest::get_conversation))
-        .route("/v1/conversations/{id}/messages", get(rest::list_messages))
-        .route("/v1/conversations/{id}/participants/{participant}", delete(rest::remove_participant))
-        .route("/v1/accounts", post(rest::create_account).get(rest::list_accounts))
-        .route("/v1/accounts/{id}/keys", post(rest::create_key))
-        .route("/v1/keys", get(rest::list_keys))
-        .route("/v1/keys/{id}", delete(rest::revoke_key))
+    let (router, _) = openapi::routes().split_for_parts();
+    router
         .fallback(rest::not_found)
         .method_not_allowed_fallback(rest::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(body_timeout))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn(request_id::errors_carry_it))
+        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(request_id::span))
+        .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
+        .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(tower_http::request_id::MakeRequestUuid))
         .with_state(state)
 }

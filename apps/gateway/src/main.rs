@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use colloquy_core_model::{AccountId, AccountKind};
+use colloquy_gateway::config::LogFormat;
 use colloquy_gateway::{AppState, Config, new_secret, serve};
 use colloquy_store::{ApiKeyId, ConversationStore, NewAccount, NewApiKey, SeaStore, StoreOptions};
 use serde::Serialize;
@@ -96,23 +97,34 @@ struct Flags {
     database_url: Option<String>,
 }
 
+/// Logs to stderr, as text or JSON lines (`log_format`); `RUST_LOG` filters.
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => logs.json().with_current_span(true).init(),
+        LogFormat::Text => logs.init(),
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")))
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
-    match cli.command {
-        Command::Serve(flags) => run_server(Config::load(&cli.config, flags).context("invalid configuration")?).await,
-        Command::Migrate(flags) => {
-            let config = Config::load(&cli.config, flags).context("invalid configuration")?;
+    let (flags, command) = match cli.command {
+        Command::Serve(flags) => (flags, None),
+        Command::Migrate(flags) => (flags, Some(None)),
+        Command::Keys { command, flags } => (flags, Some(Some(command))),
+    };
+    let config = Config::load(&cli.config, flags).context("invalid configuration")?;
+    init_logging(config.log_format);
+    match command {
+        None => run_server(config).await,
+        Some(None) => {
             SeaStore::connect(&config.database_url, StoreOptions::default()).await?;
             tracing::info!(database = %redact(&config.database_url), "database migrated");
             Ok(())
         }
-        Command::Keys { command, flags } => {
-            let config = Config::load(&cli.config, flags).context("invalid configuration")?;
+        Some(Some(command)) => {
             let store = SeaStore::connect(&config.database_url, StoreOptions::default()).await?;
             let result = keys(&store, command).await;
             store.close().await?;

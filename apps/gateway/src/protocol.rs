@@ -32,8 +32,44 @@ pub enum ClientFrame {
     },
     /// Cancel the running turn.
     Cancel { id: Option<String>, conversation_id: ConversationId },
+    /// Allow or deny a tool call that waits for approval (owners).
+    Approve {
+        id: Option<String>,
+        conversation_id: ConversationId,
+        tool_call_id: colloquy_core_model::ToolCallId,
+        decision: Decision,
+        reason: Option<String>,
+    },
+    /// Tell the others the caller is typing (live only).
+    Typing { id: Option<String>, conversation_id: ConversationId },
+    /// Replace a message's content between turns (`message_updated`).
+    Edit { id: Option<String>, conversation_id: ConversationId, message_id: MessageId, content: Content },
     /// Liveness check.
     Ping { id: Option<String> },
+}
+
+/// The answer to a tool call waiting for approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Run it.
+    Allow,
+    /// Refuse it; the model is told why.
+    Deny,
+}
+
+impl Decision {
+    /// The engine's answer, with the reason the model is told on a denial.
+    pub fn answer(self, reason: Option<String>) -> colloquy_tools::ApprovalAnswer {
+        match self {
+            Self::Allow => colloquy_tools::ApprovalAnswer::Allow,
+            Self::Deny => colloquy_tools::ApprovalAnswer::Deny(
+                reason
+                    .filter(|r| !r.trim().is_empty())
+                    .unwrap_or_else(|| "denied by the conversation's owner".to_owned()),
+            ),
+        }
+    }
 }
 
 fn default_true() -> bool {
@@ -41,6 +77,20 @@ fn default_true() -> bool {
 }
 
 impl ClientFrame {
+    /// The frame's `type`.
+    pub const fn kind(&self) -> &'static str {
+        match self {
+            Self::Subscribe { .. } => "subscribe",
+            Self::Unsubscribe { .. } => "unsubscribe",
+            Self::Send { .. } => "send",
+            Self::Cancel { .. } => "cancel",
+            Self::Approve { .. } => "approve",
+            Self::Typing { .. } => "typing",
+            Self::Edit { .. } => "edit",
+            Self::Ping { .. } => "ping",
+        }
+    }
+
     /// The frame's `id`, which its reply echoes.
     pub fn id(&self) -> Option<String> {
         match self {
@@ -48,13 +98,28 @@ impl ClientFrame {
             | Self::Unsubscribe { id, .. }
             | Self::Send { id, .. }
             | Self::Cancel { id, .. }
+            | Self::Approve { id, .. }
+            | Self::Typing { id, .. }
+            | Self::Edit { id, .. }
             | Self::Ping { id } => id.clone(),
         }
     }
 }
 
 /// The frame types a client may send, for the `unknown_frame` error.
-pub const CLIENT_FRAME_TYPES: [&str; 5] = ["subscribe", "unsubscribe", "send", "cancel", "ping"];
+pub const CLIENT_FRAME_TYPES: [&str; 8] =
+    ["subscribe", "unsubscribe", "send", "cancel", "approve", "typing", "edit", "ping"];
+
+/// How [`Content`] looks in the OpenAPI description.
+#[derive(utoipa::ToSchema)]
+#[serde(untagged)]
+#[expect(dead_code, reason = "only its OpenAPI description is used")]
+pub enum ContentSchema {
+    /// One text part.
+    Text(String),
+    /// Content parts.
+    Parts(Vec<ContentPart>),
+}
 
 /// Message content: a plain string, or content parts.
 #[derive(Debug)]
@@ -114,6 +179,9 @@ pub enum ServerFrame<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<String>,
     },
+    /// Who is connected to a conversation, right after a subscription's ack; changes follow as
+    /// `participant_presence` events.
+    Presence { conversation_id: ConversationId, online: Vec<ParticipantId> },
 }
 
 /// The success reply to a client frame; which fields are set depends on the frame.
@@ -179,7 +247,7 @@ pub fn parse(text: &str) -> Result<ClientFrame, (Option<String>, ApiError)> {
             id,
             ApiError::bad_request(
                 ErrorCode::InvalidFrame,
-                "the frame has no string field `type`: use one of subscribe, unsubscribe, send, cancel, ping",
+                "the frame has no string field `type`: use one of subscribe, unsubscribe, send, cancel, approve, typing, edit, ping",
             ),
         ));
     };
@@ -188,7 +256,7 @@ pub fn parse(text: &str) -> Result<ClientFrame, (Option<String>, ApiError)> {
             id,
             ApiError::bad_request(
                 ErrorCode::UnknownFrame,
-                format!("unknown frame type `{kind}`: use one of subscribe, unsubscribe, send, cancel, ping"),
+                format!("unknown frame type `{kind}`: use one of {}", CLIENT_FRAME_TYPES.join(", ")),
             ),
         ));
     }

@@ -15,7 +15,7 @@ use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use colloquy_core_model::{ConversationId, ParticipantId, TurnEvent};
+use colloquy_core_model::{ConversationId, ParticipantId, ParticipantRole, TurnEvent};
 use colloquy_engine::{PostMessage, QueuePolicy};
 use futures::{SinkExt, StreamExt};
 use tokio::sync::{Notify, mpsc};
@@ -42,7 +42,36 @@ mod close {
 /// How long a closing connection's writer gets to send its close frame.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
-pub async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+/// `GET /v1/ws`: the WebSocket protocol of docs/protocol.md (key as a bearer header or the
+/// `colloquy.key.<key>` subprotocol).
+#[utoipa::path(
+    get,
+    path = "/v1/ws",
+    tag = "websocket",
+    responses(
+        (status = 101, description = "Switched to the WebSocket protocol"),
+        (status = 400, description = "Not a WebSocket upgrade", body = crate::error::ErrorBody),
+        (status = 401, description = "No key, or a bad one", body = crate::error::ErrorBody),
+        (status = 403, description = "A web page of an origin that is not allowed", body = crate::error::ErrorBody),
+        (status = 503, description = "Too many connections, or stopping", body = crate::error::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn upgrade(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => {
+            return ApiError::bad_request(
+                ErrorCode::NotAWebsocket,
+                format!("{}: open /v1/ws with a WebSocket client", rejection.body_text()),
+            )
+            .into_response();
+        }
+    };
     match admit(&state, &headers).await {
         Ok((caller, permits)) => {
             let hard = state.config.limits.max_frame_hard_bytes;
@@ -165,6 +194,14 @@ impl Outbound {
 }
 
 async fn connection(state: AppState, caller: Caller, permits: ConnectionPermits, socket: WebSocket) {
+    crate::telemetry::connections(1.0);
+    let span = tracing::info_span!("connection", account = %caller.account.name, key = ?caller.key);
+    tracing::Instrument::instrument(serve_connection(state, caller, socket), span).await;
+    drop(permits);
+    crate::telemetry::connections(-1.0);
+}
+
+async fn serve_connection(state: AppState, caller: Caller, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
     let limits = &state.config.limits;
@@ -247,6 +284,7 @@ async fn connection(state: AppState, caller: Caller, permits: ConnectionPermits,
                 break Some((close::GOING_AWAY, "the server is shutting down: reconnect in a moment".to_owned()));
             }
             () = outbound.behind.cancelled() => {
+                crate::telemetry::slow_reader_dropped();
                 break Some((close::TRY_AGAIN_LATER, "this client did not read its events: read faster, then reconnect with after_seq".to_owned()));
             }
             _ = &mut writer => {
@@ -255,9 +293,6 @@ async fn connection(state: AppState, caller: Caller, permits: ConnectionPermits,
             }
         }
     };
-    for (_, task) in session.subscriptions.drain() {
-        task.abort();
-    }
     if let Some((code, reason)) = closing {
         tracing::debug!(code, %reason, "closing a websocket connection");
         outbound.close(code, reason);
@@ -268,7 +303,6 @@ async fn connection(state: AppState, caller: Caller, permits: ConnectionPermits,
     if !writer_done && tokio::time::timeout(CLOSE_WAIT, &mut writer).await.is_err() {
         writer.abort();
     }
-    drop(permits);
 }
 
 /// The close code for a read error, or `None` when the connection simply broke.
@@ -295,8 +329,34 @@ struct Session {
     caller: Caller,
     frames: FrameLimiter,
     outbound: Outbound,
-    /// The forwarding task of each subscribed conversation.
-    subscriptions: HashMap<ConversationId, JoinHandle<()>>,
+    /// The forwarding task of each subscribed conversation, and the participant it keeps online.
+    subscriptions: HashMap<ConversationId, (JoinHandle<()>, Option<ParticipantId>)>,
+}
+
+impl Session {
+    /// Ends a subscription: its task stops and its participant may go offline.
+    fn end_subscription(&mut self, conversation: ConversationId) -> bool {
+        match self.subscriptions.remove(&conversation) {
+            Some((task, participant)) => {
+                task.abort();
+                crate::telemetry::subscriptions(-1.0);
+                if let Some(participant) = participant {
+                    self.state.presence.leave(&self.state.engine, conversation, participant);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let conversations: Vec<ConversationId> = self.subscriptions.keys().copied().collect();
+        for conversation in conversations {
+            self.end_subscription(conversation);
+        }
+    }
 }
 
 fn encode(frame: &ServerFrame<'_>) -> String {
@@ -336,7 +396,10 @@ impl Session {
             return None;
         }
         let reply = match parse(text) {
-            Ok(frame) => self.handle(frame).await,
+            Ok(frame) => {
+                let span = tracing::debug_span!("frame", kind = frame.kind(), id = ?frame.id());
+                tracing::Instrument::instrument(self.handle(frame), span).await
+            }
             Err((id, error)) => Some(error_frame(id, error)),
         };
         if let Some(reply) = reply {
@@ -363,12 +426,9 @@ impl Session {
                     Err(error) => error_frame(id, error),
                 }
             }
-            ClientFrame::Unsubscribe { id, conversation_id } => match self.subscriptions.remove(&conversation_id) {
-                Some(task) => {
-                    task.abort();
-                    ack(Ack { id, conversation_id: Some(conversation_id), ..Ack::default() })
-                }
-                None => error_frame(
+            ClientFrame::Unsubscribe { id, conversation_id } => match self.end_subscription(conversation_id) {
+                true => ack(Ack { id, conversation_id: Some(conversation_id), ..Ack::default() }),
+                false => error_frame(
                     id,
                     ApiError::bad_request(
                         ErrorCode::NotSubscribed,
@@ -386,6 +446,28 @@ impl Session {
                         duplicate: Some(posted.duplicate),
                         queued: Some(posted.queued),
                         cancelled: None,
+                    }),
+                    Err(error) => error_frame(id, error),
+                }
+            }
+            ClientFrame::Approve { id, conversation_id, tool_call_id, decision, reason } => {
+                match self.approve(conversation_id, &tool_call_id, decision, reason).await {
+                    Ok(()) => ack(Ack { id, conversation_id: Some(conversation_id), ..Ack::default() }),
+                    Err(error) => error_frame(id, error),
+                }
+            }
+            ClientFrame::Typing { id, conversation_id } => match self.typing(conversation_id).await {
+                Ok(()) => ack(Ack { id, conversation_id: Some(conversation_id), ..Ack::default() }),
+                Err(error) => error_frame(id, error),
+            },
+            ClientFrame::Edit { id, conversation_id, message_id, content } => {
+                match self.edit(conversation_id, message_id, content).await {
+                    Ok(message) => ack(Ack {
+                        id,
+                        conversation_id: Some(conversation_id),
+                        seq: Some(message.seq),
+                        message_id: Some(message.id),
+                        ..Ack::default()
                     }),
                     Err(error) => error_frame(id, error),
                 }
@@ -434,6 +516,40 @@ impl Session {
         Ok(self.state.engine.post_message(conversation, post).await?)
     }
 
+    /// `approve`: an owner allows or denies a waiting tool call.
+    async fn approve(
+        &self,
+        conversation: ConversationId,
+        call: &colloquy_core_model::ToolCallId,
+        decision: crate::protocol::Decision,
+        reason: Option<String>,
+    ) -> Result<(), ApiError> {
+        self.authorize(conversation, Action::Manage).await?;
+        Ok(self.state.engine.answer_approval(conversation, call, decision.answer(reason))?)
+    }
+
+    /// `typing`: tells the others, live only.
+    async fn typing(&self, conversation: ConversationId) -> Result<(), ApiError> {
+        let (access, _) = self.authorize(conversation, Action::Post).await?;
+        let Some(participant) = access.participant else {
+            return Err(ApiError::forbidden("you take no part in this conversation, so nobody can see you type"));
+        };
+        let event = TurnEvent::ParticipantTyping { participant_id: participant.id };
+        Ok(self.state.engine.publish_ephemeral(conversation, event)?)
+    }
+
+    /// `edit`: replaces the content of one of the caller's messages (an owner's or admin's: any).
+    async fn edit(
+        &self,
+        conversation: ConversationId,
+        message: colloquy_core_model::MessageId,
+        content: crate::protocol::Content,
+    ) -> Result<colloquy_core_model::Message, ApiError> {
+        let (access, _) = self.authorize(conversation, Action::Post).await?;
+        crate::rest::check_editable(&self.state, conversation, &access, message).await?;
+        Ok(self.state.engine.update_message(conversation, message, content.into_parts()).await?)
+    }
+
     async fn subscribe(
         &mut self,
         id: Option<String>,
@@ -450,12 +566,16 @@ impl Session {
         let (access, _) = self.authorize(conversation, Action::Read).await?;
         let mut subscription = self.state.engine.subscribe(conversation, after_seq).await?;
         let outbound = self.outbound.clone();
-        if let Some(previous) = self.subscriptions.remove(&conversation) {
-            previous.abort();
-        }
+        self.end_subscription(conversation);
         outbound.reply(ack(Ack { id, conversation_id: Some(conversation), ..Ack::default() }));
-        // A participant taken out of the conversation stops receiving it at once.
-        let me = access.participant.map(|p| p.id);
+        let me = access.participant.as_ref().map(|p| p.id);
+        if let Some(me) = me {
+            self.state.presence.join(&self.state.engine, conversation, me);
+        }
+        let online = self.state.presence.online(conversation);
+        outbound.reply(encode(&ServerFrame::Presence { conversation_id: conversation, online }));
+        // Approval requests go to those who may answer them.
+        let may_approve = access.admin || access.participant.as_ref().is_some_and(|p| p.role == ParticipantRole::Owner);
         let task = tokio::spawn(async move {
             loop {
                 let envelope = match subscription.next().await {
@@ -466,6 +586,12 @@ impl Session {
                         break;
                     }
                 };
+                match &envelope.event {
+                    TurnEvent::ApprovalRequested { .. } if !may_approve => continue,
+                    // Its own coming online: the presence frame after the ack said so.
+                    TurnEvent::ParticipantPresence { participant_id, .. } if Some(*participant_id) == me => continue,
+                    _ => {}
+                }
                 let frame = encode(&ServerFrame::Event {
                     conversation_id: envelope.conversation_id,
                     seq: envelope.seq,
@@ -474,6 +600,7 @@ impl Session {
                 if !outbound.event(frame).await {
                     break;
                 }
+                // A participant taken out of the conversation stops receiving it at once.
                 if let TurnEvent::ParticipantLeft { participant_id } = envelope.event
                     && Some(participant_id) == me
                 {
@@ -487,7 +614,8 @@ impl Session {
                 }
             }
         });
-        self.subscriptions.insert(conversation, task);
+        crate::telemetry::subscriptions(1.0);
+        self.subscriptions.insert(conversation, (task, me));
         Ok(())
     }
 }

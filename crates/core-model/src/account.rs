@@ -7,6 +7,7 @@ use crate::{AccountId, Timestamp};
 
 /// What an account is, and so what it may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AccountKind {
     /// A person, behind a chat client.
@@ -30,6 +31,7 @@ impl AccountKind {
 
 /// A stable identity across conversations.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Account {
     /// The account's id.
     pub id: AccountId,
@@ -40,5 +42,6 @@ pub struct Account {
     /// Shown to others (the default display name of its participants).
     pub display_name: String,
     /// When it was created.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: Timestamp,
 }

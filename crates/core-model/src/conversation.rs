@@ -6,6 +6,7 @@ use crate::{ConversationId, Options, Timestamp};
 
 /// Who talks to whom, which decides who answers a message.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ConversationKind {
     /// Humans and one agent that answers every human message.
@@ -19,6 +20,7 @@ pub enum ConversationKind {
 
 /// Where a conversation is in its life.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ConversationStatus {
     /// Open for messages.
@@ -32,6 +34,7 @@ pub enum ConversationStatus {
 
 /// Where a forked conversation came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ForkPoint {
     /// The original conversation.
     pub conversation_id: ConversationId,
@@ -41,6 +44,7 @@ pub struct ForkPoint {
 
 /// Running totals over a conversation's messages.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default)]
 pub struct Totals {
     /// Stored messages.
@@ -55,6 +59,7 @@ pub struct Totals {
 
 /// A conversation's record (its messages and events are read separately).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Conversation {
     /// The conversation's id.
     pub id: ConversationId,
@@ -75,11 +80,14 @@ pub struct Conversation {
     #[serde(default)]
     pub options: Options,
     /// When it was created.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: Timestamp,
     /// When anything last happened in it.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub last_activity: Timestamp,
     /// When the sweeper may remove it, if ever.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub expires_at: Option<Timestamp>,
     /// Set on forks.
     #[serde(default, skip_serializing_if = "Option::is_none")]

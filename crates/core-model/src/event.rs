@@ -10,6 +10,7 @@ use crate::{ConversationId, Message, MessageId, MessageRole, Participant, Partic
 
 /// Which budget a turn ran out of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum BudgetLimit {
     /// `Options::cost_limit`.
@@ -20,6 +21,7 @@ pub enum BudgetLimit {
 
 /// What broke when a turn stops with `error`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TurnErrorKind {
     /// The LLM provider failed or is not configured.
@@ -34,6 +36,7 @@ pub enum TurnErrorKind {
 
 /// Why a turn stopped with `error`, in words a user can act on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TurnError {
     /// What broke.
     pub kind: TurnErrorKind,
@@ -43,6 +46,7 @@ pub struct TurnError {
 
 /// Why a prompt turn ended: the Agent Client Protocol's stop reasons plus budgets and errors.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "stop_reason", rename_all = "snake_case")]
 pub enum StopReason {
     /// The model answered without asking for tools.
@@ -69,6 +73,7 @@ pub enum StopReason {
 
 /// A piece of a message that is still streaming.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum MessageDelta {
     /// More text.
@@ -93,6 +98,7 @@ pub enum MessageDelta {
 
 /// Something that happened in a conversation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum TurnEvent {
     /// An agent started answering.
@@ -136,6 +142,19 @@ pub enum TurnEvent {
     },
     /// A tool call started.
     ToolExecutionStart {
+        /// The prompt turn.
+        turn_id: TurnId,
+        /// The call.
+        tool_call_id: ToolCallId,
+        /// The tool.
+        tool_name: String,
+        /// Its arguments.
+        arguments: serde_json::Value,
+    },
+    /// A tool call waits for a conversation owner to allow or deny it (the `approve` frame, or
+    /// `POST .../approvals/{tool_call_id}`); unanswered, it is denied after the conversation's
+    /// `approval_timeout_ms`.
+    ApprovalRequested {
         /// The prompt turn.
         turn_id: TurnId,
         /// The call.
@@ -219,6 +238,19 @@ pub enum TurnEvent {
         /// The participant as it now is.
         participant: Participant,
     },
+    /// A participant is typing (ephemeral).
+    ParticipantTyping {
+        /// Who.
+        participant_id: ParticipantId,
+    },
+    /// A participant connected to or disconnected from the conversation (ephemeral): online
+    /// while at least one of its connections follows the conversation.
+    ParticipantPresence {
+        /// Who.
+        participant_id: ParticipantId,
+        /// Whether it is connected now.
+        online: bool,
+    },
     /// A participant left.
     ParticipantLeft {
         /// Who.
@@ -232,10 +264,17 @@ pub enum TurnEvent {
 }
 
 impl TurnEvent {
-    /// Whether the event is kept in the event log (and so has a seq). Streaming deltas and tool
-    /// progress are live-only: a client that reconnects gets the finished message instead.
+    /// Whether the event is kept in the event log (and so has a seq). Streaming deltas, tool
+    /// progress, typing and presence are live-only: a client that reconnects gets the finished
+    /// message instead.
     pub const fn is_durable(&self) -> bool {
-        !matches!(self, Self::MessageUpdate { .. } | Self::ToolExecutionUpdate { .. })
+        !matches!(
+            self,
+            Self::MessageUpdate { .. }
+                | Self::ToolExecutionUpdate { .. }
+                | Self::ParticipantTyping { .. }
+                | Self::ParticipantPresence { .. }
+        )
     }
 
     /// The event's `type` name, for logs and storage.
@@ -248,6 +287,9 @@ impl TurnEvent {
             Self::MessageEnd { .. } => "message_end",
             Self::ToolExecutionStart { .. } => "tool_execution_start",
             Self::ToolExecutionUpdate { .. } => "tool_execution_update",
+            Self::ApprovalRequested { .. } => "approval_requested",
+            Self::ParticipantTyping { .. } => "participant_typing",
+            Self::ParticipantPresence { .. } => "participant_presence",
             Self::ToolExecutionEnd { .. } => "tool_execution_end",
             Self::TurnEnd { .. } => "turn_end",
             Self::AgentEnd { .. } => "agent_end",
@@ -265,6 +307,7 @@ impl TurnEvent {
 
 /// An event with its place in the conversation: `seq` is set for durable events only.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventEnvelope {
     /// The conversation.
     pub conversation_id: ConversationId,

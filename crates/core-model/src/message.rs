@@ -6,6 +6,7 @@ use crate::{ConversationId, MessageId, ParticipantId, Timestamp, ToolCallId, Tur
 
 /// Who a message speaks as, in the terms every LLM provider understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum MessageRole {
     /// Instructions to the model.
@@ -35,6 +36,7 @@ impl MessageRole {
 
 /// Where an attachment's bytes are.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum MediaSource {
     /// Inline, base64-encoded.
@@ -54,6 +56,7 @@ pub enum MediaSource {
 /// One part of a message's content. Unknown fields are refused, so a misspelt field is an
 /// error rather than silently dropped data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ContentPart {
     /// Plain text.
@@ -143,6 +146,7 @@ impl ContentPart {
 
 /// Tokens and money spent on one LLM request (or summed over several).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default)]
 pub struct Usage {
     /// Prompt tokens, including cached ones.
@@ -185,6 +189,7 @@ impl Usage {
 
 /// A message as stored: every message has its conversation's `seq` of the event that recorded it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Message {
     /// The message's id.
     pub id: MessageId,
@@ -221,6 +226,7 @@ pub struct Message {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_msg_id: Option<String>,
     /// When it was stored.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: Timestamp,
     /// Application metadata.
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
@@ -321,6 +327,7 @@ impl NewMessage {
 
 /// A tool as offered to a model: its name, what it does, and the JSON Schema of its arguments.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ToolSpec {
     /// The name the model calls it by.
     pub name: String,

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// How a conversation's turns are run. Every field has a default, so `{}` is a valid `Options`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default, deny_unknown_fields)]
 pub struct Options {
     /// Overrides the agent's model for this conversation.
@@ -26,6 +27,9 @@ pub struct Options {
     pub tool_timeout_ms: u64,
     /// Tool calls of one response that run at the same time.
     pub tool_concurrency: usize,
+    /// How long a tool call that needs approval waits for an answer before it is denied, in
+    /// milliseconds.
+    pub approval_timeout_ms: u64,
     /// Stop before an LLM request once the conversation has cost this many USD.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cost_limit: Option<f64>,
@@ -53,6 +57,8 @@ impl Options {
     pub const DEFAULT_TOOL_TIMEOUT_MS: u64 = 30_000;
     /// Default for [`Options::tool_concurrency`]: 4, as in the seeds.
     pub const DEFAULT_TOOL_CONCURRENCY: usize = 4;
+    /// Default for [`Options::approval_timeout_ms`]: 5 minutes.
+    pub const DEFAULT_APPROVAL_TIMEOUT_MS: u64 = 300_000;
     /// Default for [`Options::max_exchanges`].
     pub const DEFAULT_MAX_EXCHANGES: u32 = 10;
 }
@@ -68,6 +74,7 @@ impl Default for Options {
             max_turn_requests: Self::DEFAULT_MAX_TURN_REQUESTS,
             tool_timeout_ms: Self::DEFAULT_TOOL_TIMEOUT_MS,
             tool_concurrency: Self::DEFAULT_TOOL_CONCURRENCY,
+            approval_timeout_ms: Self::DEFAULT_APPROVAL_TIMEOUT_MS,
             cost_limit: None,
             context_limit: None,
             queue_mode: QueueMode::OneAtATime,
@@ -81,6 +88,7 @@ impl Default for Options {
 
 /// Whether the model may call tools: `"auto"`, `"none"`, `"required"` or `{"function": "name"}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ToolChoice {
     /// The model decides.
@@ -96,6 +104,7 @@ pub enum ToolChoice {
 
 /// What happens to prompts that arrive while a turn is running.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum QueueMode {
     /// Each queued prompt gets its own turn, in arrival order.
@@ -107,6 +116,7 @@ pub enum QueueMode {
 
 /// Who answers a message in a `multi_party` conversation.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ResponderPolicy {
     /// Agents answer when @named (by display name), also by another agent.

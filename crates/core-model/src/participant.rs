@@ -6,6 +6,7 @@ use crate::{AccountId, ConversationId, ParticipantId, Timestamp};
 
 /// What kind of party a participant is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ParticipantKind {
     /// A human, typically behind a chat client.
@@ -18,6 +19,7 @@ pub enum ParticipantKind {
 
 /// What a participant may do.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ParticipantRole {
     /// Created the conversation; may change it.
@@ -31,6 +33,7 @@ pub enum ParticipantRole {
 
 /// How an agent participant answers: which provider and model, with what prompt and tools.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentSpec {
     /// Name of a configured provider (e.g. `openai`, `ollama`, `scripted`).
     pub provider: String,
@@ -46,6 +49,7 @@ pub struct AgentSpec {
 
 /// One party in one conversation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Participant {
     /// The participant's id.
     pub id: ParticipantId,
@@ -65,8 +69,10 @@ pub struct Participant {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account: Option<AccountId>,
     /// When it joined.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub joined_at: Timestamp,
     /// When it left, if it has.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub left_at: Option<Timestamp>,
 }

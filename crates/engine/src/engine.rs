@@ -96,7 +96,9 @@ pub(crate) struct Inner {
 impl Inner {
     /// Stores a durable event, then publishes it.
     pub(crate) async fn emit(&self, conversation: ConversationId, event: TurnEvent) -> Result<u64, StoreError> {
+        let started = std::time::Instant::now();
         let envelope = self.store.append_event(conversation, event).await?;
+        crate::telemetry::store_append(started.elapsed());
         let seq = envelope.seq.unwrap_or_default();
         self.hub.publish(envelope);
         Ok(seq)
@@ -109,7 +111,9 @@ impl Inner {
         message: NewMessage,
         event: MessageEvent,
     ) -> Result<Message, StoreError> {
+        let started = std::time::Instant::now();
         let appended = self.store.append_message(conversation, message, event).await?;
+        crate::telemetry::store_append(started.elapsed());
         if let Some(envelope) = appended.event {
             self.hub.publish(envelope);
         }
@@ -243,6 +247,38 @@ impl Engine {
     /// A conversation's participants, in join order (those who left included).
     pub async fn participants(&self, id: ConversationId) -> Result<Vec<Participant>, EngineError> {
         Ok(self.inner.store.participants(id).await?)
+    }
+
+    /// Publishes a live-only event (typing, presence) to the conversation's subscribers;
+    /// nothing is stored. Durable events are refused: they come from the engine's own work.
+    pub fn publish_ephemeral(&self, conversation: ConversationId, event: TurnEvent) -> Result<(), EngineError> {
+        if event.is_durable() {
+            return Err(EngineError::InvalidContent(format!(
+                "`{}` events are stored by the engine itself",
+                event.kind()
+            )));
+        }
+        self.inner.emit_ephemeral(conversation, event);
+        Ok(())
+    }
+
+    /// Tool calls of the conversation waiting for approval, oldest first.
+    pub fn pending_approvals(&self, conversation: ConversationId) -> Vec<colloquy_tools::PendingApproval> {
+        self.inner.tools.approvals().pending().into_iter().filter(|p| p.conversation_id == conversation).collect()
+    }
+
+    /// Answers a tool call waiting for approval: it runs, or is denied with the reason.
+    pub fn answer_approval(
+        &self,
+        conversation: ConversationId,
+        call: &colloquy_core_model::ToolCallId,
+        answer: colloquy_tools::ApprovalAnswer,
+    ) -> Result<(), EngineError> {
+        self.inner
+            .tools
+            .approvals()
+            .answer(conversation, call, answer)
+            .map_err(|_| EngineError::ApprovalNotPending { conversation, call: call.to_string() })
     }
 
     /// Takes a participant out of a conversation (`participant_left`): it stops receiving its

@@ -39,6 +39,16 @@ pub enum EngineError {
         /// Some it does serve.
         known: Vec<String>,
     },
+    /// No tool call with this id waits for approval in the conversation.
+    #[error(
+        "no tool call `{call}` of conversation {conversation} waits for approval (never asked, answered, timed out or cancelled): list the pending approvals"
+    )]
+    ApprovalNotPending {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The call named.
+        call: String,
+    },
     /// A tool name that is not registered.
     #[error("there is no tool named `{0}`: use one of the registered tools")]
     UnknownTool(String),

@@ -17,6 +17,7 @@ mod handle;
 mod post;
 mod responders;
 mod runner;
+mod telemetry;
 mod turn;
 
 pub use colloquy_llm_providers::count_tokens;

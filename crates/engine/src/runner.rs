@@ -60,6 +60,13 @@ impl Runner {
         }
     }
 
+    /// Puts a stored prompt in the queue (once, however often it is found).
+    fn enqueue(&mut self, seq: u64, id: MessageId) {
+        if self.queue.insert(seq, id).is_none() {
+            crate::telemetry::queued_prompts(1.0);
+        }
+    }
+
     /// Prompts queued or being stored into the queue.
     pub(crate) fn queued(&self) -> usize {
         self.queue.len() + self.queue_writes
@@ -80,7 +87,7 @@ impl Runner {
     pub(crate) fn queue_write_finished(&mut self, queued: Option<(u64, MessageId)>) {
         self.queue_writes = self.queue_writes.saturating_sub(1);
         if let Some((seq, id)) = queued {
-            self.queue.insert(seq, id);
+            self.enqueue(seq, id);
         }
         self.landed.notify_one();
     }
@@ -125,7 +132,7 @@ async fn run(inner: &Inner, conversation: ConversationId, start: Start) -> Resul
     }
     // Prompts a crash or a failed admission left queued in the store come first.
     for message in inner.store.queued_messages(conversation).await? {
-        inner.with_runner(conversation, |runner| runner.queue.insert(message.seq, message.id));
+        inner.with_runner(conversation, |runner| runner.enqueue(message.seq, message.id));
     }
     let mut answered_through = None;
     loop {
@@ -177,6 +184,7 @@ async fn admit(inner: &Inner, conversation: ConversationId) -> Result<bool, Stor
             QueueMode::All => std::mem::take(&mut runner.queue).into_values().collect(),
         })
         .unwrap_or_default();
+    crate::telemetry::queued_prompts(-(batch.len() as f64));
     for envelope in inner.store.admit_messages(conversation, &batch).await? {
         inner.publish(envelope);
     }

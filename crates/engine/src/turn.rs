@@ -52,12 +52,27 @@ pub(crate) async fn run(
             setup,
             cancel: cancel.clone(),
             usage: Usage::default(),
+            request: 0,
         };
-        let stop = match turn.emit(TurnEvent::AgentStart { turn_id: turn.turn_id, agent: turn.setup.agent.id }).await {
-            Ok(()) => turn.requests(1).await,
-            Err(error) => store_failure(&error),
-        };
-        turn.end(stop).await;
+        let span = tracing::info_span!(
+            "turn",
+            conversation_id = %conversation,
+            turn_id = %turn.turn_id,
+            gen_ai.agent.name = %turn.setup.agent.display_name,
+            gen_ai.agent.id = %turn.setup.agent.id,
+        );
+        tracing::Instrument::instrument(
+            async move {
+                let started = TurnEvent::AgentStart { turn_id: turn.turn_id, agent: turn.setup.agent.id };
+                let stop = match turn.emit(started).await {
+                    Ok(()) => turn.requests(1).await,
+                    Err(error) => store_failure(&error),
+                };
+                turn.end(stop).await;
+            },
+            span,
+        )
+        .await;
     }
     Ok(Some(answered))
 }
@@ -114,8 +129,15 @@ pub(crate) async fn recover(
         && pending.iter().all(|call| inner.tools.registry().is_replay_safe(&call.name));
     tracing::warn!(%conversation, %turn_id, pending = pending.len(), resumable, "recovering a turn left open by a crash");
     let setup = Setup { conversation: record, agent, spec, history, names };
-    let mut turn =
-        Turn { inner, conversation, turn_id, setup, cancel: CancellationToken::new(), usage: Usage::default() };
+    let mut turn = Turn {
+        inner,
+        conversation,
+        turn_id,
+        setup,
+        cancel: CancellationToken::new(),
+        usage: Usage::default(),
+        request: 0,
+    };
     let stop = if resumable {
         let offered = turn.offered_tools();
         match turn.run_tools(pending, &offered).await {
@@ -198,6 +220,8 @@ struct Turn<'a> {
     setup: Setup,
     cancel: CancellationToken,
     usage: Usage,
+    /// The LLM request under way, for its span.
+    request: u32,
 }
 
 impl Turn<'_> {
@@ -207,6 +231,7 @@ impl Turn<'_> {
 
     /// Records `agent_end`.
     async fn end(self, stop: StopReason) {
+        crate::telemetry::turn_ended(&stop);
         let (conversation, turn_id) = (self.conversation, self.turn_id);
         if let Err(error) = self.emit(TurnEvent::AgentEnd { turn_id, stop, usage: self.usage }).await {
             tracing::error!(%conversation, %turn_id, %error, "could not record the end of a turn");
@@ -292,6 +317,7 @@ impl Turn<'_> {
             if let Err(error) = self.emit(TurnEvent::TurnStart { turn_id: self.turn_id, request }).await {
                 return store_failure(&error);
             }
+            self.request = request;
             let (message, finish) = match self.stream_reply(provider.as_ref(), llm_request).await {
                 Reply::Complete { message, finish } => (message, finish),
                 Reply::Stopped(stop) => {
@@ -353,9 +379,12 @@ impl Turn<'_> {
         }
         let (model, temperature) = (request.model.clone(), request.temperature);
         let started = Instant::now();
+        let mut telemetry = crate::telemetry::LlmRequest::start(provider.name(), &model, self.request);
         let mut stream = provider.stream(request);
         let mut accumulator = ResponseAccumulator::new();
         let mut interrupted = None;
+        let mut failure = None;
+        let span = telemetry.span();
         loop {
             let item = tokio::select! {
                 biased;
@@ -363,16 +392,18 @@ impl Turn<'_> {
                     interrupted = Some(StopReason::Cancelled);
                     break;
                 }
-                item = stream.next() => item,
+                item = tracing::Instrument::instrument(stream.next(), span.clone()) => item,
             };
             let event = match item {
                 None => break,
                 Some(Err(error)) => {
+                    failure = Some(error.to_string());
                     interrupted = Some(provider_failure(&error));
                     break;
                 }
                 Some(Ok(event)) => event,
             };
+            telemetry.event();
             accumulator.push(&event);
             let delta = match event {
                 ProviderEvent::TextDelta(text) => MessageDelta::Text { text },
@@ -388,6 +419,8 @@ impl Turn<'_> {
         }
         drop(stream);
         let response = accumulator.finish();
+        let finish = response.finish.as_ref().map(|f| format!("{f:?}").to_lowercase());
+        telemetry.finish(&response.usage, finish.as_deref(), failure.as_deref());
         self.usage.add(&response.usage);
         let mut content = response.content;
         if interrupted.is_some() {
@@ -428,13 +461,16 @@ impl Turn<'_> {
         let config = ExecutorConfig {
             concurrency: options.tool_concurrency,
             timeout: Duration::from_millis(options.tool_timeout_ms),
+            approval_timeout: Duration::from_millis(options.approval_timeout_ms),
             ..ExecutorConfig::default()
         };
         let mut execution = self.inner.tools.execute(calls.clone(), offered, ctx, config);
         let mut failure = None;
+        let mut started: Vec<Option<Instant>> = vec![None; calls.len()];
         while let Some(event) = execution.next().await {
             let outcome = match event {
                 ExecutionEvent::Started { index } => {
+                    started[index] = Some(Instant::now());
                     let call = &calls[index];
                     self.emit(TurnEvent::ToolExecutionStart {
                         turn_id: self.turn_id,
@@ -444,7 +480,9 @@ impl Turn<'_> {
                     })
                     .await
                 }
-                ExecutionEvent::Finished { result, .. } => {
+                ExecutionEvent::Finished { result, index } => {
+                    let took = started.get(index).copied().flatten().map(|at| at.elapsed()).unwrap_or_default();
+                    crate::telemetry::tool_finished(&result.name, result.is_error, took);
                     self.store_result(result.id, result.name, result.content, result.is_error).await
                 }
                 // Live only: a client that reconnects sees the finished call instead.
@@ -453,10 +491,17 @@ impl Turn<'_> {
                     Ok(())
                 }
                 ExecutionEvent::ApprovalRequested { index } => {
-                    self.tool_update(&calls[index].id, serde_json::json!({ "approval": "requested" }));
-                    Ok(())
+                    let call = &calls[index];
+                    self.emit(TurnEvent::ApprovalRequested {
+                        turn_id: self.turn_id,
+                        tool_call_id: call.id.clone(),
+                        tool_name: call.name.clone(),
+                        arguments: call.arguments.clone(),
+                    })
+                    .await
                 }
                 ExecutionEvent::CircuitChanged { index, tool, state } => {
+                    crate::telemetry::circuit(&tool, state);
                     self.tool_update(&calls[index].id, serde_json::json!({ "circuit": state, "tool": tool }));
                     Ok(())
                 }

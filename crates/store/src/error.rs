@@ -108,6 +108,12 @@ pub enum StoreError {
         /// The deepest the store accepts.
         limit: usize,
     },
+    /// The database's schema is older than this version: migrations are pending.
+    #[error("the database schema is {pending} migration(s) behind this version: run `colloquy migrate` (or restart)")]
+    SchemaBehind {
+        /// How many migrations have not run.
+        pending: usize,
+    },
     /// The database URL is not one Colloquy can use.
     #[error("unsupported database url `{0}`: use sqlite://PATH?mode=rwc, sqlite::memory: or postgres://USER@HOST/DB")]
     UnsupportedUrl(String),

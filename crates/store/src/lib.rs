@@ -122,7 +122,7 @@ pub struct AppendedMessage {
 /// The durable record of conversations. One implementation per process, shared by `Arc`.
 #[async_trait]
 pub trait ConversationStore: Send + Sync + 'static {
-    /// Checks that the database answers.
+    /// Checks that the database answers and its schema is current.
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// Closes the connections cleanly (SQLite checkpoints its WAL), for a clean stop. Nothing

@@ -291,7 +291,12 @@ fn is_unique_violation(err: &DbErr) -> bool {
 #[async_trait]
 impl ConversationStore for SeaStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        Ok(self.db.ping().await?)
+        self.db.ping().await?;
+        let pending = Migrator::get_pending_migrations(&self.db).await?.len();
+        if pending > 0 {
+            return Err(StoreError::SchemaBehind { pending });
+        }
+        Ok(())
     }
 
     async fn close(&self) -> Result<(), StoreError> {

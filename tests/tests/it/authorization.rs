@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use colloquy_gateway::{FRAMES, ROUTES};
+use colloquy_gateway::FRAMES;
 use serde_json::{Value, json};
 
 use crate::support::Gateway;
@@ -37,6 +37,10 @@ struct Conversation {
     id: String,
     /// Participant ids by who they belong to; `agent` is the owner's agent.
     participants: HashMap<&'static str, String>,
+    /// A message of the owner's, which nothing answers.
+    note: String,
+    /// The note's seq.
+    note_seq: u64,
 }
 
 impl World {
@@ -90,125 +94,198 @@ impl World {
             };
             participants.insert(name, p["id"].as_str().unwrap_or_default().to_owned());
         }
-        Ok(Conversation { id: created["id"].as_str().unwrap_or_default().to_owned(), participants })
+        let id = created["id"].as_str().unwrap_or_default().to_owned();
+        // `wait`: answered once nothing runs (nothing answers it: it mentions no agent).
+        let path = format!("/v1/conversations/{id}/messages?wait=true");
+        let body = json!({ "content": "a note" });
+        let (_, sent) =
+            self.gateway.request_as(self.key(Who::Owner), reqwest::Method::POST, &path, Some(&body)).await?;
+        let note = sent["message_id"].as_str().unwrap_or_default().to_owned();
+        let note_seq = sent["seq"].as_u64().unwrap_or_default();
+        Ok(Conversation { id, participants, note, note_seq })
     }
 }
 
-/// What a caller gets from a route: its HTTP status.
-type Expect = fn(Who) -> u16;
+/// What a caller gets from a route: its status, and for errors the code.
+type Outcome = (u16, &'static str);
 
-fn conversation_reader(who: Who) -> u16 {
-    match who {
-        Who::Admin | Who::Owner | Who::Member | Who::Observer | Who::Service => 200,
-        // Not told whether it exists.
-        Who::Stranger => 404,
-        Who::NoKey | Who::BadKey => 401,
-    }
-}
-
-fn admin_only(ok: u16) -> impl Fn(Who) -> u16 {
+/// Any authenticated caller gets `ok`.
+fn anyone(ok: u16) -> impl Fn(Who) -> Outcome {
     move |who| match who {
-        Who::Admin => ok,
-        Who::NoKey | Who::BadKey => 401,
-        _ => 403,
+        Who::NoKey | Who::BadKey => (401, "unauthenticated"),
+        _ => (ok, ""),
+    }
+}
+
+/// Anyone may call it, key or not.
+fn public(_: Who) -> Outcome {
+    (200, "")
+}
+
+/// Participants read; strangers are not told it exists.
+fn reader(ok: u16) -> impl Fn(Who) -> Outcome {
+    move |who| match who {
+        Who::Admin | Who::Owner | Who::Member | Who::Observer | Who::Service => (ok, ""),
+        Who::Stranger => (404, "conversation_not_found"),
+        Who::NoKey | Who::BadKey => (401, "unauthenticated"),
+    }
+}
+
+/// Owners, members and services post; observers may not.
+fn poster(ok: u16) -> impl Fn(Who) -> Outcome {
+    move |who| match who {
+        Who::Observer => (403, "forbidden"),
+        other => reader(ok)(other),
+    }
+}
+
+/// Only owners (and admins) manage.
+fn manager(ok: u16) -> impl Fn(Who) -> Outcome {
+    move |who| match who {
+        Who::Member | Who::Observer | Who::Service => (403, "forbidden"),
+        other => reader(ok)(other),
+    }
+}
+
+/// Only admins.
+fn admin_only(ok: u16) -> impl Fn(Who) -> Outcome {
+    move |who| match who {
+        Who::Admin => (ok, ""),
+        Who::NoKey | Who::BadKey => (401, "unauthenticated"),
+        _ => (403, "forbidden"),
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_answers_each_caller_as_the_policy_says() -> anyhow::Result<()> {
     let world = World::new().await?;
-    let mut covered = Vec::new();
-    for (method, path) in ROUTES {
-        covered.push((method, path));
+    let routes = colloquy_gateway::routes();
+    assert!(routes.len() > 30, "the routes come from the OpenAPI description: {routes:?}");
+    for (method, path) in &routes {
         for who in EVERYONE {
-            let conversation = world.conversation().await?;
+            let c = world.conversation().await?;
             let key = world.key(who).to_owned();
-            let member = conversation.participants["member"].clone();
-            let (status, expected, body) = match (method, path) {
-                ("GET", "/healthz") | ("GET", "/readyz") => {
-                    let (status, _) = world.gateway.request_as(&key, reqwest::Method::GET, path, None).await?;
-                    (status, 200, Value::Null)
+            let message = c.note.clone();
+            let key_id = if path == "/v1/keys/{id}" {
+                // A key of its own for each row, so no row locks the next one out.
+                let name = format!("doomed-{who:?}-{}", c.id).to_lowercase();
+                let (_, secret) = world.gateway.account(&name, "user").await?;
+                let (_, me) = world.gateway.request_as(&secret, reqwest::Method::GET, "/v1/me", None).await?;
+                let (_, keys) = world.gateway.get("/v1/keys").await?;
+                keys.as_array()
+                    .and_then(|keys| keys.iter().rev().find(|k| k["account"] == me["id"]))
+                    .and_then(|k| k["id"].as_str())
+                    .unwrap_or_default()
+                    .to_owned()
+            } else {
+                String::new()
+            };
+            let agent = json!({ "provider": "unconfigured", "model": "none", "tools": [] });
+            let (expect, body): (Box<dyn Fn(Who) -> Outcome>, Option<Value>) = match (method.as_str(), path.as_str()) {
+                ("GET", "/healthz" | "/readyz" | "/openapi.json" | "/metrics") => (Box::new(public), None),
+                ("GET", "/v1/ws") => (Box::new(anyone(101)), None),
+                ("GET", "/v1/me" | "/v1/search" | "/v1/tools" | "/v1/providers" | "/v1/conversations") => {
+                    (Box::new(anyone(200)), None)
                 }
-                ("GET", "/v1/ws") => {
-                    let (status, body) = crate::support::upgrade_status(world.gateway.connect_as(&key).await);
-                    let expected = if matches!(who, Who::NoKey | Who::BadKey) { 401 } else { 101 };
-                    (status, expected, body)
-                }
-                ("GET", "/v1/me") => {
-                    let (status, body) = world.gateway.request_as(&key, reqwest::Method::GET, path, None).await?;
-                    (status, if matches!(who, Who::NoKey | Who::BadKey) { 401 } else { 200 }, body)
-                }
-                ("POST", "/v1/conversations") => {
-                    let (status, body) =
-                        world.gateway.request_as(&key, reqwest::Method::POST, path, Some(&json!({}))).await?;
-                    (status, if matches!(who, Who::NoKey | Who::BadKey) { 401 } else { 201 }, body)
-                }
-                ("GET", "/v1/conversations/{id}") | ("GET", "/v1/conversations/{id}/messages") => {
-                    let path = path.replace("{id}", &conversation.id);
-                    let (status, body) = world.gateway.request_as(&key, reqwest::Method::GET, &path, None).await?;
-                    (status, (conversation_reader as Expect)(who), body)
-                }
-                ("DELETE", "/v1/conversations/{id}/participants/{participant}") => {
-                    let path = path.replace("{id}", &conversation.id).replace("{participant}", &member);
-                    let (status, body) = world.gateway.request_as(&key, reqwest::Method::DELETE, &path, None).await?;
-                    let expected = match who {
-                        // The owner manages; the member may take itself out.
-                        Who::Admin | Who::Owner | Who::Member => 204,
-                        Who::Observer | Who::Service => 403,
-                        Who::Stranger => 404,
-                        Who::NoKey | Who::BadKey => 401,
-                    };
-                    (status, expected, body)
-                }
+                ("POST", "/v1/conversations") => (Box::new(anyone(201)), Some(json!({}))),
                 ("POST", "/v1/accounts") => {
-                    let name = format!("new-{who:?}-{}", conversation.id).to_lowercase();
-                    let body = json!({ "name": name, "kind": "user" });
-                    let (status, body) =
-                        world.gateway.request_as(&key, reqwest::Method::POST, path, Some(&body)).await?;
-                    (status, admin_only(201)(who), body)
+                    let name = format!("new-{who:?}-{}", c.id).to_lowercase();
+                    (Box::new(admin_only(201)), Some(json!({ "name": name, "kind": "user" })))
                 }
-                ("GET", "/v1/accounts") | ("GET", "/v1/keys") => {
-                    let (status, body) = world.gateway.request_as(&key, reqwest::Method::GET, path, None).await?;
-                    (status, admin_only(200)(who), body)
+                ("GET", "/v1/accounts" | "/v1/keys") => (Box::new(admin_only(200)), None),
+                ("POST", "/v1/accounts/{id}/keys") => (Box::new(admin_only(201)), Some(json!({}))),
+                ("DELETE", "/v1/keys/{id}") => (Box::new(admin_only(204)), None),
+                ("GET", "/v1/conversations/{id}")
+                | ("GET", "/v1/conversations/{id}/with-messages")
+                | ("GET", "/v1/conversations/{id}/export")
+                | ("GET", "/v1/conversations/{id}/messages")
+                | ("GET", "/v1/conversations/{id}/events")
+                | ("GET", "/v1/conversations/{id}/participants") => (Box::new(reader(200)), None),
+                ("GET", "/v1/conversations/{id}/history") => (Box::new(reader(200)), None),
+                ("PATCH", "/v1/conversations/{id}") => (Box::new(manager(200)), Some(json!({ "title": "renamed" }))),
+                ("DELETE", "/v1/conversations/{id}") => (Box::new(manager(204)), None),
+                (
+                    "POST",
+                    "/v1/conversations/{id}/archive"
+                    | "/v1/conversations/{id}/unarchive"
+                    | "/v1/conversations/{id}/close",
+                ) => (Box::new(manager(200)), None),
+                ("POST", "/v1/conversations/{id}/fork") => (Box::new(poster(201)), None),
+                ("POST", "/v1/conversations/{id}/cancel") => (Box::new(poster(200)), None),
+                ("POST", "/v1/conversations/{id}/continue") => (Box::new(poster(202)), None),
+                ("POST", "/v1/conversations/{id}/messages") => {
+                    (Box::new(poster(202)), Some(json!({ "content": "hi" })))
                 }
-                ("POST", "/v1/accounts/{id}/keys") => {
-                    let path = path.replace("{id}", &world.accounts[&Who::Stranger]);
-                    let (status, body) =
-                        world.gateway.request_as(&key, reqwest::Method::POST, &path, Some(&json!({}))).await?;
-                    (status, admin_only(201)(who), body)
+                ("PATCH", "/v1/conversations/{id}/messages/{message_id}") => (
+                    // The owner's message: its sender (and admins) may change it, not the others.
+                    Box::new(|who| match who {
+                        Who::Member | Who::Service => (403, "forbidden"),
+                        other => manager(200)(other),
+                    }),
+                    Some(json!({ "content": "an edited note" })),
+                ),
+                ("DELETE", "/v1/conversations/{id}/messages/{message_id}") => (
+                    Box::new(|who| match who {
+                        Who::Member | Who::Service => (403, "forbidden"),
+                        other => manager(204)(other),
+                    }),
+                    None,
+                ),
+                ("POST", "/v1/conversations/{id}/participants") => {
+                    (Box::new(manager(201)), Some(json!({ "kind": "agent", "display_name": "extra", "agent": agent })))
                 }
-                ("DELETE", "/v1/keys/{id}") => {
-                    // A key of its own for each row, so no row locks the next one out.
-                    let name = format!("doomed-{who:?}-{}", conversation.id).to_lowercase();
-                    let (_, secret) = world.gateway.account(&name, "user").await?;
-                    let (_, me) = world.gateway.request_as(&secret, reqwest::Method::GET, "/v1/me", None).await?;
-                    let (_, keys) = world.gateway.get("/v1/keys").await?;
-                    let id = keys
-                        .as_array()
-                        .and_then(|keys| keys.iter().rev().find(|k| k["account"] == me["id"]))
-                        .and_then(|k| k["id"].as_str())
-                        .unwrap_or_default()
-                        .to_owned();
-                    let path = path.replace("{id}", &id);
-                    let (status, body) = world.gateway.request_as(&key, reqwest::Method::DELETE, &path, None).await?;
-                    (status, admin_only(204)(who), body)
+                ("PATCH", "/v1/conversations/{id}/participants/{participant}") => {
+                    (Box::new(manager(200)), Some(json!({ "role": "observer" })))
                 }
+                ("DELETE", "/v1/conversations/{id}/participants/{participant}") => (
+                    // The member: its owner takes it out, or it leaves.
+                    Box::new(|who| match who {
+                        Who::Member => (204, ""),
+                        other => manager(204)(other),
+                    }),
+                    None,
+                ),
+                ("PATCH", "/v1/conversations/{id}/participants/{participant}/agent") => {
+                    (Box::new(manager(200)), Some(json!({ "system_prompt": "Be kind." })))
+                }
+                ("GET", "/v1/conversations/{id}/approvals") => (Box::new(manager(200)), None),
+                ("POST", "/v1/conversations/{id}/approvals/{tool_call_id}") => (
+                    // Nothing waits: an owner is told so; others are refused first.
+                    Box::new(|who| match manager(204)(who) {
+                        (204, _) => (404, "approval_not_found"),
+                        other => other,
+                    }),
+                    Some(json!({ "decision": "allow" })),
+                ),
                 other => panic!("route {other:?} has no row in this table: add one"),
             };
-            assert_eq!(status, expected, "{method} {path} as {who:?}: {body}");
-            if status >= 400 {
-                let code = body["error"]["code"].as_str().unwrap_or_default();
-                let expected_code = match status {
-                    401 => "unauthenticated",
-                    403 => "forbidden",
-                    404 => "conversation_not_found",
-                    _ => code,
-                };
-                assert_eq!(code, expected_code, "{method} {path} as {who:?}: {body}");
+            let participant =
+                if path.ends_with("/agent") { &c.participants["agent"] } else { &c.participants["member"] };
+            let url = path
+                .replace("{id}", if path.starts_with("/v1/accounts") { &world.accounts[&Who::Stranger] } else { &c.id })
+                .replace("{participant}", participant)
+                .replace("{message_id}", &message)
+                .replace("{tool_call_id}", "call_none")
+                .replace("/v1/keys/{id}", &format!("/v1/keys/{key_id}"));
+            let url = if path == "/v1/keys/{id}" { format!("/v1/keys/{key_id}") } else { url };
+            let url = match path.as_str() {
+                "/v1/search" => "/v1/search?q=hi".to_owned(),
+                "/v1/conversations/{id}/history" => format!("{url}?max_tokens=1000"),
+                _ => url,
+            };
+            let (status, reply) = if path == "/v1/ws" {
+                crate::support::upgrade_status(world.gateway.connect_as(&key).await)
+            } else {
+                let method = reqwest::Method::from_bytes(method.as_bytes())?;
+                world.gateway.request_as(&key, method, &url, body.as_ref()).await?
+            };
+            let (want_status, want_code) = expect(who);
+            assert_eq!(status, want_status, "{method} {path} as {who:?}: {reply}");
+            if !want_code.is_empty() {
+                assert_eq!(reply["error"]["code"], want_code, "{method} {path} as {who:?}: {reply}");
             }
         }
     }
-    assert_eq!(covered.len(), ROUTES.len());
     Ok(())
 }
 
@@ -295,6 +372,38 @@ async fn every_frame_gets_what_the_policy_says_for_each_caller() -> anyhow::Resu
                     }
                 })]
             }
+            "approve" => vec![(
+                "approve (nothing waiting)",
+                Box::new(
+                    |c| json!({ "type": "approve", "id": "f", "conversation_id": c.id, "tool_call_id": "call_1", "decision": "allow" }),
+                ),
+                |who| match who {
+                    Who::Admin | Who::Owner => Err("approval_not_found".into()),
+                    Who::Stranger => Err("conversation_not_found".into()),
+                    _ => Err("forbidden".into()),
+                },
+            )],
+            "typing" => {
+                vec![("typing", Box::new(|c| json!({ "type": "typing", "id": "f", "conversation_id": c.id })), |who| {
+                    match who {
+                        Who::Stranger => Err("conversation_not_found".into()),
+                        // The admin takes no part; an observer may not post.
+                        Who::Admin | Who::Observer => Err("forbidden".into()),
+                        _ => Ok(()),
+                    }
+                })]
+            }
+            "edit" => vec![(
+                "edit the owner's note",
+                Box::new(
+                    |c| json!({ "type": "edit", "id": "f", "conversation_id": c.id, "message_id": c.note, "content": "edited" }),
+                ),
+                |who| match who {
+                    Who::Admin | Who::Owner => Ok(()),
+                    Who::Stranger => Err("conversation_not_found".into()),
+                    _ => Err("forbidden".into()),
+                },
+            )],
             other => panic!("frame `{other}` has no row in this table: add one"),
         };
         for (name, frame, expected) in rows {
@@ -320,7 +429,7 @@ async fn a_participant_taken_out_stops_receiving_the_conversation() -> anyhow::R
     let world = World::new().await?;
     let conversation = world.conversation().await?;
     let mut member = world.gateway.connect_as(world.key(Who::Member)).await?;
-    member.subscribe(&conversation.id, 0).await?;
+    member.subscribe(&conversation.id, conversation.note_seq).await?;
     let path = format!("/v1/conversations/{}/participants/{}", conversation.id, conversation.participants["member"]);
     let (status, _) = world.gateway.request_as(world.key(Who::Owner), reqwest::Method::DELETE, &path, None).await?;
     assert_eq!(status, 204);

@@ -260,12 +260,16 @@ impl Client {
 }
 
 impl Client {
-    /// Subscribes from `after_seq` and returns the ack.
+    /// Subscribes from `after_seq`; returns the ack, after the presence frame that follows it.
     pub async fn subscribe(&mut self, conversation: &str, after_seq: u64) -> anyhow::Result<Value> {
         self.send(json!({ "type": "subscribe", "conversation_id": conversation, "after_seq": after_seq })).await?;
         let ack = self.recv().await?;
         if ack["type"] != "ack" {
             bail!("subscribe failed: {ack}");
+        }
+        let presence = self.recv().await?;
+        if presence["type"] != "presence" {
+            bail!("no presence after the subscription's ack: {presence}");
         }
         Ok(ack)
     }

@@ -1,0 +1,623 @@
+//! `/v1/conversations`: create, list, read, change, archive, close, delete, fork, export, and
+//! turn control.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use colloquy_core_model::{
+    Account, AccountId, AccountKind, AgentSpec, ContentPart, ConversationId, ConversationKind, ConversationStatus,
+    Message, MessageRole, Options, Participant, ParticipantId, ParticipantKind, ParticipantRole,
+};
+use colloquy_store::{
+    ConversationCursor, ConversationFilter, ConversationUpdate, MessageCursor, NewConversation, NewParticipant,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{ConversationView, Errors, authorized};
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::{ApiError, ErrorCode};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::policy::Action;
+
+/// Body of `POST /v1/conversations`; every field is optional.
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct CreateConversation {
+    kind: ConversationKind,
+    title: Option<String>,
+    tags: Vec<String>,
+    options: Options,
+    /// The answering agent; the configured default agent when absent.
+    agent: Option<AgentSpec>,
+    /// The caller's display name in it (default: its account's).
+    user_name: Option<String>,
+    /// The agent's display name (default `assistant`).
+    agent_name: Option<String>,
+    /// Everyone taking part, for agent-agent and multi-party conversations; replaces the default
+    /// pair of the caller and one agent (and `agent`, `user_name`, `agent_name`).
+    participants: Option<Vec<ParticipantSpec>>,
+}
+
+/// One participant of a new conversation.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ParticipantSpec {
+    kind: ParticipantKind,
+    display_name: String,
+    #[serde(default)]
+    role: ParticipantRole,
+    /// For agents; the configured default agent when absent.
+    agent: Option<AgentSpec>,
+    /// The account of the person or service it stands for. The first user or service without
+    /// one is the caller; agents belong to the caller.
+    account_id: Option<AccountId>,
+}
+
+/// The participant kind an account posts as.
+pub(super) fn kind_of(account: &Account) -> ParticipantKind {
+    match account.kind {
+        AccountKind::Service => ParticipantKind::Service,
+        AccountKind::User | AccountKind::Admin => ParticipantKind::User,
+    }
+}
+
+/// `POST /v1/conversations`: the caller takes part as its owner.
+#[utoipa::path(
+    post,
+    path = "/v1/conversations",
+    tag = "conversations",
+    request_body(content = Option<CreateConversation>, description = "Every field is optional; an empty body is fine"),
+    responses((status = 201, description = "Created", body = ConversationView), Errors),
+    security(("bearer" = []))
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<Option<CreateConversation>>,
+) -> Result<(StatusCode, Json<ConversationView>), ApiError> {
+    let body = body.unwrap_or_default();
+    let me = caller.account.id;
+    let agent_spec = |spec: Option<AgentSpec>| spec.unwrap_or_else(|| state.default_agent.clone());
+    let mut participants: Vec<NewParticipant> = match body.participants {
+        Some(list) => {
+            let mut caller_placed = false;
+            let mut out = Vec::with_capacity(list.len() + 1);
+            for (index, p) in list.into_iter().enumerate() {
+                let account = match (p.kind, p.account_id) {
+                    (ParticipantKind::Agent, _) => Some(me),
+                    (_, Some(account)) => {
+                        if account != me {
+                            state.engine.account(account).await.map_err(|_| {
+                                ApiError::bad_request(
+                                    ErrorCode::InvalidConversation,
+                                    format!("participant {index}: there is no account {account}"),
+                                )
+                            })?;
+                        }
+                        Some(account)
+                    }
+                    (_, None) if !caller_placed => Some(me),
+                    (kind, None) => {
+                        return Err(ApiError::bad_request(
+                            ErrorCode::InvalidConversation,
+                            format!(
+                                "participant {index} ({kind:?}) has no account_id: only the first user or service may \
+                                 leave it out (that one is you); bind the others to their accounts"
+                            ),
+                        ));
+                    }
+                };
+                caller_placed |= p.kind != ParticipantKind::Agent && account == Some(me);
+                let agent = (p.kind == ParticipantKind::Agent).then(|| agent_spec(p.agent));
+                out.push(NewParticipant {
+                    id: ParticipantId::new(),
+                    kind: p.kind,
+                    display_name: p.display_name,
+                    role: p.role,
+                    agent,
+                    account,
+                });
+            }
+            if !caller_placed && !caller.is_admin() {
+                // Whoever creates a conversation takes part in it.
+                out.insert(
+                    0,
+                    NewParticipant {
+                        id: ParticipantId::new(),
+                        kind: kind_of(&caller.account),
+                        display_name: caller.account.display_name.clone(),
+                        role: ParticipantRole::Owner,
+                        agent: None,
+                        account: Some(me),
+                    },
+                );
+            }
+            out
+        }
+        None => vec![
+            NewParticipant {
+                id: ParticipantId::new(),
+                kind: kind_of(&caller.account),
+                display_name: body.user_name.unwrap_or_else(|| caller.account.display_name.clone()),
+                role: ParticipantRole::Owner,
+                agent: None,
+                account: Some(me),
+            },
+            NewParticipant {
+                id: ParticipantId::new(),
+                kind: ParticipantKind::Agent,
+                display_name: body.agent_name.unwrap_or_else(|| "assistant".to_owned()),
+                role: ParticipantRole::Member,
+                agent: Some(agent_spec(body.agent)),
+                account: Some(me),
+            },
+        ],
+    };
+    // The creator owns it.
+    for p in &mut participants {
+        if p.kind != ParticipantKind::Agent && p.account == Some(me) {
+            p.role = ParticipantRole::Owner;
+        }
+    }
+    let new = NewConversation {
+        id: ConversationId::new(),
+        kind: body.kind,
+        title: body.title,
+        tags: body.tags,
+        options: body.options,
+        participants,
+    };
+    let (conversation, participants) = state.engine.create_conversation(new).await?;
+    Ok((StatusCode::CREATED, Json(ConversationView { conversation, participants })))
+}
+
+/// Query of `GET /v1/conversations`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(default, deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only this kind.
+    kind: Option<ConversationKind>,
+    /// Only this status.
+    status: Option<ConversationStatus>,
+    /// Only conversations with this tag.
+    tag: Option<String>,
+    /// Only conversations this account takes part in too.
+    account: Option<AccountId>,
+    /// Only conversations with an agent of this display name.
+    agent: Option<String>,
+    /// Only conversations whose title or summary contains this text.
+    q: Option<String>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// At most this many (1..=200, default 50).
+    limit: Option<u64>,
+}
+
+/// A page of conversations, newest activity first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConversationPage {
+    conversations: Vec<ConversationView>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<String>,
+}
+
+/// `GET /v1/conversations`: the caller's conversations (an admin's: everyone's).
+#[utoipa::path(
+    get,
+    path = "/v1/conversations",
+    tag = "conversations",
+    params(ListQuery),
+    responses((status = 200, description = "A page, newest activity first", body = ConversationPage), Errors),
+    security(("bearer" = []))
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<ConversationPage>, ApiError> {
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::bad_request(ErrorCode::InvalidQuery, "limit must be between 1 and 200"));
+    }
+    let cursor: Option<ConversationCursor> = query.cursor.as_deref().map(str::parse).transpose()?;
+    let mut accounts: Vec<AccountId> = query.account.into_iter().collect();
+    if !caller.is_admin() {
+        accounts.push(caller.account.id);
+    }
+    let filter = ConversationFilter {
+        accounts,
+        status: query.status,
+        kind: query.kind,
+        tag: query.tag,
+        agent: query.agent,
+        text: query.q,
+        ..ConversationFilter::default()
+    };
+    let page = state.engine.list_conversations(filter, cursor, limit).await?;
+    let mut conversations = Vec::with_capacity(page.items.len());
+    for conversation in page.items {
+        let participants = state.engine.participants(conversation.id).await?;
+        conversations.push(ConversationView { conversation, participants });
+    }
+    Ok(Json(ConversationPage { conversations, next_cursor: page.next.map(|c| c.to_string()) }))
+}
+
+/// `GET /v1/conversations/{id}`: with its participants, and `forked_from` for a fork.
+#[utoipa::path(
+    get,
+    path = "/v1/conversations/{id}",
+    tag = "conversations",
+    params(("id" = ConversationId, Path, description = "The conversation")),
+    responses((status = 200, body = ConversationView), Errors),
+    security(("bearer" = []))
+)]
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<ConversationId>,
+) -> Result<Json<ConversationView>, ApiError> {
+    let (_, participants) = authorized(&state, &caller, id, Action::Read).await?;
+    let conversation = state.engine.conversation(id).await?;
+    Ok(Json(ConversationView { conversation, participants }))
+}
+
+/// Query of `GET /v1/conversations/{id}/with-messages`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(default, deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct WithMessagesQuery {
+    /// The newest this many messages (1..=1000, default 100).
+    limit: Option<u64>,
+}
+
+/// A conversation with its participants and newest messages.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConversationWithMessages {
+    #[serde(flatten)]
+    view: ConversationView,
+    /// Oldest first.
+    messages: Vec<Message>,
+    /// Older messages exist: page back with `GET .../messages?before_seq=`.
+    has_more: bool,
+}
+
+/// `GET /v1/conversations/{id}/with-messages`: one request for a chat window.
+#[utoipa::path(
+    get,
+    path = "/v1/conversations/{id}/with-messages",
+    tag = "conversations",
+    params(("id" = ConversationId, Path, description = "The conversation"), WithMessagesQuery),
+    responses((status = 200, body = ConversationWithMessages), Errors),
+    security(("bearer" = []))
+)]
+pub async fn with_messages(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<ConversationId>,
+    ApiQuery(query): ApiQuery<WithMessagesQuery>,
+) -> Result<Json<ConversationWithMessages>, ApiError> {
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request(ErrorCode::InvalidQuery, "limit must be between 1 and 1000"));
+    }
+    let (_, participants) = authorized(&state, &caller, id, Action::Read).await?;
+    let conversation = state.engine.conversation(id).await?;
+    let page = state.engine.messages_page(id, MessageCursor::Before(u64::MAX), limit).await?;
+    Ok(Json(ConversationWithMessages {
+        view: ConversationView { conversation, participants },
+        messages: page.items,
+        has_more: page.next.is_some(),
+    }))
+}
+
+/// Body of `PATCH /v1/conversations/{id}`: the fields to change.
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpdateConversation {
+    /// A new title; `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    title: Option<Option<String>>,
+    /// A new summary; `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    summary: Option<Option<String>>,
+    /// New tags, replacing the old ones.
+    tags: Option<Vec<String>>,
+    /// New options, replacing the old ones (the next request sees them).
+    options: Option<Options>,
+}
+
+/// A field that is present (perhaps `null`) rather than absent.
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(deserializer).map(Some)
+}
+
+/// `PATCH /v1/conversations/{id}` (owners): title, summary, tags, options.
+#[utoipa::path(
+    patch,
+    path = "/v1/conversations/{id}",
+    tag = "conversations",
+    params(("id" = ConversationId, Path, description = "The conversation")),
+    request_body = UpdateConversation,
+    responses((status = 200, body = ConversationView), Errors),
+    security(("bearer" = []))
+)]
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<ConversationId>,
+    ApiJson(body): ApiJson<UpdateConversation>,
+) -> Result<Json<ConversationView>, ApiError> {
+    let (_, participants) = authorized(&state, &caller, id, Action::Manage).await?;
+    let update = ConversationUpdate {
+        title: body.title,
+        summary: body.summary,
+        tags: body.tags,
+        options: body.options,
+        ..ConversationUpdate::default()
+    };
+    let conversation = state.engine.update_conversation(id, update).await?;
+    Ok(Json(ConversationView { conversation, participants }))
+}
+
+async fn set_status(
+    state: &AppState,
+    caller: &Caller,
+    id: ConversationId,
+    status: ConversationStatus,
+) -> Result<Json<ConversationView>, ApiError> {
+    let (_, participants) = authorized(state, caller, id, Action::Manage).await?;
+    let conversation = state.engine.set_status(id, status).await?;
+    Ok(Json(ConversationView { conversation, participants }))
+}
+
+/// `POST /v1/conversations/{id}/archive` (owners): read-only, never swept.
+#[utoipa::path(
+    post,
+    path = "/v1/conversations/{id}/archive",
+    tag = "conversations",
+    params(("id" = ConversationId, Path, description = "The conversation")),
+    responses((status = 200, body = ConversationView), Errors),
+    security(("bearer" = []))
+)]
+pub async fn archive(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<ConversationId>,
+) -> Result<Json<ConversationView>, ApiError> {
+    set_status(&state, &caller, id, ConversationStatus::Archived).await
+}
+
+/// `POST /v1/conversations/{id}/unarchive` (owners): active again.
+#[utoipa::path(
+    post,
+    path = "/v1/conversations/{id}/unarchive",
+    tag = "conversations",
+    params(("id" = ConversationId, Path, description = "The conversation")),
+    responses((status = 200, body = ConversationView), Errors),
+    security(("bearer" = []))
+)]
+pub async fn unarchive(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<ConversationId>,
+) -> Result<Json<ConversationView>, ApiError> {
+    set_status(&state, &caller, id, ConversationStatus::Active).await
+}
+
+/// `POST /v1/conversations/{id}/close` (owners): read-only for good (fork it to go on).
+#[utoipa::path(
+    post,
+    path = "/v1/conversations/{id}/close",
+    tag = "conversations",
+    params(("id" = ConversationId, Path, description = "The conversation")),
+    responses((status = 200, body = ConversationView), Errors),
+    security(("bearer" = []))
+)]
+pub async fn close(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<ConversationId>,
+) -> Result<Json<ConversationView>, ApiError> {
+    set_status(&state, &caller, id, ConversationStatus::Closed).await
+}
+
+/// `DELETE /v1/conversations/{id}` (owners): with everything in it.
+#[utoipa::path(
+    delete,
+    path = "/v1/conversations/{id}",
+    tag = "conversations",
+    params(("id" = ConversationId, Path, description = "The conversation")),
+    responses((status = 204, description = "Deleted"), Errors),
+    security(("bearer" = []))
+)]
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<ConversationId>,
+) -> Result<StatusCode, ApiError> {
+    authorized(&state, &caller, id, Action::Manage).await?;
+    state.engine.delete_conversation(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Body of `POST /v1/conversations/{id}/fork`.
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Fork {
+    /// Copy up to and including this seq (default: all of it).
+    at_seq: Option<u64>,
+}
+
+/// `POST /v1/conversations/{id}/fork` (members): a new conversation with the same history up to
+/// a seq; its `forked_from` names the source.
+#[utoipa::path(
+    post,
+    path = "/v1/conversations/{id}/fork",
+    tag = "conversations",
+    params(("id" = ConversationId, Path, description = "The conversation to copy")),
+    request_body(content = Option<Fork>, description = "Where to fork; empty for all of it"),
+    responses((status = 201, description = "The copy", body = ConversationView), Errors),
+    security(("bearer" = []))
+)]
+pub async fn fork(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<ConversationId>,
+    ApiJson(body): ApiJson<Option<Fork>>,
+) -> Result<(StatusCode, Json<ConversationView>), ApiError> {
+    authorized(&state, &caller, id, Action::Post).await?;
+    let at = match body.and_then(|b| b.at_seq) {
+        Some(at) => at,
+        None => state.engine.conversation(id).await?.last_seq,
+    };
+    let copy = state.engine.fork(id, at).await?;
+    let conversation = state.engine.conversation(copy).await?;
+    let participants = state.engine.participants(copy).await?;
+    Ok((StatusCode::CREATED, Json(ConversationView { conversation, participants })))
+}
+
+/// Query of `GET /v1/conversations/{id}/export`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(default, deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ExportQuery {
+    /// `json` (default) or `markdown`.
+    format: Option<ExportFormat>,
+}
+
+/// An export's format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportFormat {
+    /// The conversation, participants and every message, as JSON.
+    #[default]
+    Json,
+    /// A transcript to read.
+    Markdown,
+}
+
+/// A whole conversation as JSON.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Export {
+    #[serde(flatten)]
+    view: ConversationView,
+    messages: Vec<Message>,
+}
+
+/// `GET /v1/conversations/{id}/export?format=json|markdown`: the whole history.
+#[utoipa::path(
+    get,
+    path = "/v1/conversations/{id}/export",
+    tag = "conversations",
+    params(("id" = ConversationId, Path, description = "The conversation"), ExportQuery),
+    responses(
+        (status = 200, description = "The conversation", content(
+            (Export = "application/json"),
+            (String = "text/markdown"),
+        )),
+        Errors
+    ),
+    security(("bearer" = []))
+)]
+pub async fn export(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<ConversationId>,
+    ApiQuery(query): ApiQuery<ExportQuery>,
+) -> Result<Response, ApiError> {
+    let (_, participants) = authorized(&state, &caller, id, Action::Read).await?;
+    let conversation = state.engine.conversation(id).await?;
+    let messages = state.engine.messages_after(id, 0, u64::MAX).await?;
+    Ok(match query.format.unwrap_or_default() {
+        ExportFormat::Json => {
+            Json(Export { view: ConversationView { conversation, participants }, messages }).into_response()
+        }
+        ExportFormat::Markdown => {
+            let text = markdown(&conversation.title, &participants, &messages);
+            ([(header::CONTENT_TYPE, "text/markdown; charset=utf-8")], text).into_response()
+        }
+    })
+}
+
+/// A transcript: each message under its sender's name, tool calls and results quoted.
+fn markdown(title: &Option<String>, participants: &[Participant], messages: &[Message]) -> String {
+    let name = |id: Option<ParticipantId>| {
+        id.and_then(|id| participants.iter().find(|p| p.id == id)).map_or("system", |p| p.display_name.as_str())
+    };
+    let mut out = format!("# {}\n", title.as_deref().unwrap_or("Conversation"));
+    for message in messages {
+        let who = match message.role {
+            MessageRole::Tool => "tool".to_owned(),
+            _ => name(message.sender).to_owned(),
+        };
+        out.push_str(&format!("\n**{who}** ({}):\n\n", message.created_at.format("%Y-%m-%d %H:%M")));
+        for part in &message.content {
+            match part {
+                ContentPart::Text { text } => out.push_str(&format!("{text}\n")),
+                ContentPart::ToolCall { name, arguments, .. } => {
+                    out.push_str(&format!("> calls `{name}` with `{arguments}`\n"));
+                }
+                ContentPart::ToolResult { name, content, is_error, .. } => {
+                    let what = if *is_error { "failed" } else { "returned" };
+                    out.push_str(&format!("> `{name}` {what}: `{content}`\n"));
+                }
+                ContentPart::Image { .. } => out.push_str("*(image)*\n"),
+                ContentPart::File { name, .. } => out.push_str(&format!("*(file {name})*\n")),
+                ContentPart::Custom { value } => out.push_str(&format!("```json\n{value}\n```\n")),
+            }
+        }
+    }
+    out
+}
+
+/// The answer to `POST .../cancel`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Cancelled {
+    /// Whether a turn was running.
+    cancelled: bool,
+}
+
+/// `POST /v1/conversations/{id}/cancel` (members): stops the running turn.
+#[utoipa::path(
+    post,
+    path = "/v1/conversations/{id}/cancel",
+    tag = "turns",
+    params(("id" = ConversationId, Path, description = "The conversation")),
+    responses((status = 200, body = Cancelled), Errors),
+    security(("bearer" = []))
+)]
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<ConversationId>,
+) -> Result<Json<Cancelled>, ApiError> {
+    authorized(&state, &caller, id, Action::Post).await?;
+    Ok(Json(Cancelled { cancelled: state.engine.cancel(id) }))
+}
+
+/// `POST /v1/conversations/{id}/continue` (members): runs the agent on the history as it is
+/// (after a stopped turn, or after an edit); its events follow on the conversation's streams.
+#[utoipa::path(
+    post,
+    path = "/v1/conversations/{id}/continue",
+    tag = "turns",
+    params(("id" = ConversationId, Path, description = "The conversation")),
+    responses((status = 202, description = "The turn starts (or runs after the one in progress)"), Errors),
+    security(("bearer" = []))
+)]
+pub async fn continue_turn(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<ConversationId>,
+) -> Result<StatusCode, ApiError> {
+    authorized(&state, &caller, id, Action::Post).await?;
+    state.engine.continue_conversation(id).await?;
+    Ok(StatusCode::ACCEPTED)
+}
