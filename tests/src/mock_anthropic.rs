@@ -68,7 +68,7 @@ impl MockAnthropic {
     /// they are used up it answers 500 with an `api_error` saying so.
     pub async fn start(replies: Vec<MockReply>) -> anyhow::Result<Self> {
         let script = Script { replies: replies.into(), requests: Vec::new() };
-        Ok(Self { server: Server::start(script, "/v1/messages", post(messages)).await? })
+        Ok(Self { server: Server::start(script, vec![("/v1/messages", post(messages))]).await? })
     }
 
     /// The API root to configure a client with, `http://127.0.0.1:PORT` (`/v1/messages` is

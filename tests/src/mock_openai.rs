@@ -1,6 +1,7 @@
 //! A local server that speaks OpenAI's chat completions wire format, so that tests run the real
 //! HTTP client against it: `POST /v1/chat/completions` answered with the scripted replies in
-//! order, streamed as `text/event-stream` exactly as OpenAI streams `chat.completion.chunk`s.
+//! order, streamed as `text/event-stream` exactly as OpenAI streams `chat.completion.chunk`s;
+//! optionally `GET /v1/models`.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -10,7 +11,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
-use axum::routing::post;
+use axum::routing::{get, post};
 use futures::StreamExt;
 use tokio::sync::Semaphore;
 
@@ -64,8 +65,29 @@ impl MockOpenAi {
     /// Starts a server on a free port that answers each request with the next of `replies`; once
     /// they are used up it answers 500 with a JSON error saying so.
     pub async fn start(replies: Vec<MockReply>) -> anyhow::Result<Self> {
+        Self::serving(replies, None).await
+    }
+
+    /// Like [`MockOpenAi::start`], and also lists `models` at `GET /v1/models` (as OpenAI,
+    /// Ollama, vLLM and llama.cpp do), so that clients can check model names.
+    pub async fn start_with_models(replies: Vec<MockReply>, models: &[&str]) -> anyhow::Result<Self> {
+        Self::serving(replies, Some(models.iter().map(|m| (*m).to_owned()).collect())).await
+    }
+
+    async fn serving(replies: Vec<MockReply>, models: Option<Vec<String>>) -> anyhow::Result<Self> {
         let script = Script { replies: replies.into(), requests: Vec::new(), releases: Arc::new(Semaphore::new(0)) };
-        Ok(Self { server: Server::start(script, "/v1/chat/completions", post(chat_completions)).await? })
+        let mut routes = vec![("/v1/chat/completions", post(chat_completions))];
+        if let Some(models) = models {
+            let list = serde_json::json!({
+                "object": "list",
+                "data": models
+                    .iter()
+                    .map(|id| serde_json::json!({ "id": id, "object": "model", "created": 1_700_000_000, "owned_by": "mock" }))
+                    .collect::<Vec<_>>(),
+            });
+            routes.push(("/v1/models", get(move || async move { json_response(StatusCode::OK, &list) })));
+        }
+        Ok(Self { server: Server::start(script, routes).await? })
     }
 
     /// The API root to configure a client with, `http://127.0.0.1:PORT/v1`.

@@ -23,13 +23,14 @@ pub(crate) struct Server<S> {
 }
 
 impl<S: Send + 'static> Server<S> {
-    /// Serves `handler` at `path` on a free port, with `state` shared.
-    pub(crate) async fn start(state: S, path: &str, handler: MethodRouter<Shared<S>>) -> anyhow::Result<Self> {
+    /// Serves each handler at its path on a free port, with `state` shared.
+    pub(crate) async fn start(state: S, routes: Vec<(&str, MethodRouter<Shared<S>>)>) -> anyhow::Result<Self> {
         let state = Arc::new(Mutex::new(state));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (shutdown, stopped) = oneshot::channel::<()>();
-        let app = Router::new().route(path, handler).with_state(Arc::clone(&state));
+        let app = routes.into_iter().fold(Router::new(), |app, (path, handler)| app.route(path, handler));
+        let app = app.with_state(Arc::clone(&state));
         tokio::spawn(async move {
             // The only failure is the listener breaking, which the test sees as a network error.
             let _ = axum::serve(listener, app)

@@ -1,6 +1,7 @@
 //! `cargo xtask`: every piece of Colloquy's automation, so that "if `cargo xtask ci` passes
 //! locally, CI is green".
 
+mod api_check;
 mod live_check;
 mod tidy;
 
@@ -28,8 +29,12 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// What CI runs: fmt --check, clippy -D warnings, tidy, every test (Postgres required).
+    /// What CI runs: fmt --check, clippy -D warnings, tidy, every test (Postgres required),
+    /// then the API check.
     Ci,
+    /// Schemathesis against a running `colloquy serve`, over every operation of its OpenAPI
+    /// document: no 5xx, every response as documented (installs schemathesis into target/).
+    ApiCheck,
     /// Criterion benches (extra arguments go to `cargo bench`).
     Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -63,8 +68,10 @@ fn main() -> anyhow::Result<()> {
             step("clippy", cargo(&["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]))?;
             eprintln!("==> tidy");
             tidy::check()?;
-            test(&[], true)
+            test(&[], true)?;
+            api_check::run(&workspace_root()?)
         }
+        Task::ApiCheck => api_check::run(&workspace_root()?),
         Task::Bench { args } => {
             let mut cargo = cargo(&["bench", "--package", "colloquy-benches"]);
             cargo.args(args);
@@ -91,6 +98,12 @@ fn test(args: &[String], require_postgres: bool) -> anyhow::Result<()> {
         cargo.env("COLLOQUY_REQUIRE_POSTGRES", "1");
     }
     step("test", cargo)
+}
+
+/// The workspace's root directory (where `target/` is).
+fn workspace_root() -> anyhow::Result<std::path::PathBuf> {
+    let metadata = cargo_metadata::MetadataCommand::new().no_deps().exec()?;
+    Ok(metadata.workspace_root.into_std_path_buf())
 }
 
 fn cargo(args: &[&str]) -> Command {

@@ -240,3 +240,34 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The codes are clients' contract: each must be explained in docs/protocol.md.
+    #[test]
+    fn every_error_code_is_documented() {
+        let source = include_str!("error.rs");
+        let protocol = include_str!("../../../docs/protocol.md");
+        let start = source.find("pub enum ErrorCode {").unwrap_or_default();
+        let body = &source[start..start + source[start..].find('}').unwrap_or_default()];
+        let variants: Vec<&str> = body
+            .lines()
+            .skip(1)
+            .map(|line| line.trim().trim_end_matches(','))
+            .filter(|line| line.chars().next().is_some_and(char::is_uppercase))
+            .collect();
+        assert!(variants.len() > 40, "the enum was not found: {variants:?}");
+        let snake = |name: &str| {
+            name.chars().enumerate().fold(String::new(), |mut out, (i, c)| {
+                if c.is_uppercase() && i > 0 {
+                    out.push('_');
+                }
+                out.push(c.to_ascii_lowercase());
+                out
+            })
+        };
+        let missing: Vec<String> =
+            variants.iter().map(|v| snake(v)).filter(|code| !protocol.contains(&format!("`{code}`"))).collect();
+        assert!(missing.is_empty(), "error codes missing from docs/protocol.md: {missing:?}");
+    }
+}

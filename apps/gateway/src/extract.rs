@@ -118,3 +118,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
         )
     }
 }
+
+/// A page size from a query: `default` when absent, `invalid_query` outside `1..=max`.
+pub fn page_limit(limit: Option<u64>, default: u64, max: u64) -> Result<u64, ApiError> {
+    let limit = limit.unwrap_or(default);
+    if (1..=max).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::bad_request(ErrorCode::InvalidQuery, format!("limit must be between 1 and {max}")))
+    }
+}

@@ -11,9 +11,15 @@ fn handle() -> Option<&'static PrometheusHandle> {
     HANDLE.get_or_init(|| PrometheusBuilder::new().install_recorder().ok()).as_ref()
 }
 
-/// Installs the recorder, so that metrics are counted from the start.
+/// Installs the recorder, so that metrics are counted from the start; the gauges read 0 until
+/// something happens (rather than being absent, which dashboards cannot tell from a failure).
 pub fn install() {
-    let _ = handle();
+    if handle().is_some() {
+        for gauge in ["colloquy_ws_connections", "colloquy_ws_subscriptions", "colloquy_queued_prompts"] {
+            metrics::gauge!(gauge).increment(0.0);
+        }
+        metrics::counter!("colloquy_ws_slow_readers_dropped_total").increment(0);
+    }
 }
 
 /// The metrics in Prometheus text format.

@@ -100,24 +100,16 @@ impl Engine {
     }
 
     /// A message of the history, if no turn runs (edits under a running turn would race it).
+    /// One message of the history.
+    pub async fn message(&self, id: ConversationId, message: MessageId) -> Result<Message, EngineError> {
+        Ok(self.inner().store.message(id, message).await?)
+    }
+
     async fn editable(&self, id: ConversationId, message: MessageId) -> Result<Message, EngineError> {
         if self.is_busy(id) {
             return Err(EngineError::Busy(id));
         }
-        let mut after = 0;
-        loop {
-            let page = self.inner().store.messages_after(id, after, 1000).await?;
-            let Some(last) = page.last().map(|m| m.seq) else {
-                return Err(EngineError::Store(colloquy_store::StoreError::MessageNotFound {
-                    conversation: id,
-                    message,
-                }));
-            };
-            if let Some(found) = page.into_iter().find(|m| m.id == message) {
-                return Ok(found);
-            }
-            after = last;
-        }
+        self.message(id, message).await
     }
 
     /// Replaces a stored message's content (same id and seq) for the following requests
@@ -197,9 +189,12 @@ impl Engine {
             known.sort();
             return Err(EngineError::UnknownProvider { provider: spec.provider.clone(), known });
         };
-        if let Some(models) = self.inner().models(&spec.provider, provider).await
-            && !models.contains(&spec.model)
-        {
+        let serves = |models: &Option<Vec<String>>| models.as_ref().is_none_or(|m| m.contains(&spec.model));
+        let mut models = self.inner().models(&spec.provider, provider, false).await;
+        if !serves(&models) {
+            models = self.inner().models(&spec.provider, provider, true).await;
+        }
+        if let Some(models) = models.filter(|m| !m.contains(&spec.model)) {
             return Err(EngineError::UnknownModel {
                 provider: spec.provider.clone(),
                 model: spec.model.clone(),
@@ -280,7 +275,7 @@ impl Engine {
         let mut out = Vec::with_capacity(names.len());
         for name in names {
             if let Some(provider) = self.inner().providers.get(name) {
-                out.push((name.clone(), self.inner().models(name, provider).await));
+                out.push((name.clone(), self.inner().models(name, provider, false).await));
             }
         }
         out

@@ -136,11 +136,16 @@ impl Inner {
         self.runners.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The models `provider` serves, asked once and remembered (an unknown model is asked about
-    /// again, in case the server has gained it since).
-    pub(crate) async fn models(&self, name: &str, provider: &Arc<dyn LlmProvider>) -> Option<Vec<String>> {
+    /// The models `provider` serves, asked once and remembered; `refresh` asks again (for a
+    /// model the remembered list lacks, in case the server has gained it since).
+    pub(crate) async fn models(
+        &self,
+        name: &str,
+        provider: &Arc<dyn LlmProvider>,
+        refresh: bool,
+    ) -> Option<Vec<String>> {
         let mut cache = self.models.lock().await;
-        if let Some(known) = cache.get(name) {
+        if let Some(known) = cache.get(name).filter(|_| !refresh) {
             return known.clone();
         }
         let listed = provider.models().await;

@@ -160,6 +160,9 @@ pub trait ConversationStore: Send + Sync + 'static {
         limit: u64,
     ) -> Result<Vec<Message>, StoreError>;
 
+    /// One message of the history (not a queued one), or `MessageNotFound`.
+    async fn message(&self, conversation: ConversationId, message: MessageId) -> Result<Message, StoreError>;
+
     /// Replaces the content of a stored message, keeping its id, seq and usage, and writes
     /// `message_updated` under the next seq, in one transaction.
     async fn update_message(

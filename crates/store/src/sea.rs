@@ -379,6 +379,20 @@ impl ConversationStore for SeaStore {
             .collect()
     }
 
+    async fn message(
+        &self,
+        conversation: ConversationId,
+        message: colloquy_core_model::MessageId,
+    ) -> Result<Message, StoreError> {
+        messages::Entity::find_by_id(message.as_uuid())
+            .filter(messages::Column::ConversationId.eq(conversation.as_uuid()))
+            .filter(messages::Column::Queued.eq(false))
+            .one(&self.db)
+            .await?
+            .ok_or(StoreError::MessageNotFound { conversation, message })?
+            .into_domain()
+    }
+
     async fn update_message(
         &self,
         conversation: ConversationId,

@@ -204,7 +204,15 @@ impl ToolExecutor {
             let is_offered = offered.contains(&call.name);
             let run = Run { executor: self.clone(), index, events: tx.clone(), ctx: ctx.clone(), config };
             let slots = Arc::clone(&slots);
-            tasks.spawn(async move {
+            // A child of the caller's span (the turn's), named after OpenTelemetry's GenAI
+            // conventions.
+            let span = tracing::info_span!(
+                "tool_call",
+                gen_ai.operation.name = "execute_tool",
+                gen_ai.tool.name = %call.name,
+                gen_ai.tool.call.id = %call.id,
+            );
+            let task = async move {
                 // The semaphore is never closed, so acquiring only waits.
                 let Ok(slot) = slots.acquire().await else { return };
                 run.send(ExecutionEvent::Started { index });
@@ -220,7 +228,8 @@ impl ToolExecutor {
                     )
                 };
                 run.send(ExecutionEvent::Finished { index, result });
-            });
+            };
+            tasks.spawn(tracing::Instrument::instrument(task, span));
         }
         ExecutionStream { rx, _tasks: tasks }
     }
@@ -349,8 +358,7 @@ impl Run {
                 Ok(Some(ApprovalAnswer::Allow)) => Ok(()),
                 Ok(Some(ApprovalAnswer::Deny(reason))) => Err(format!("denied: {reason}")),
                 Ok(None) | Err(_) => Err(format!(
-                    "denied: no approval within {} s; answer without this tool, or ask the user to approve it and try again",
-                    timeout.as_secs()
+                    "denied: no approval within {timeout:?}; answer without this tool, or ask the user to approve it and try again"
                 )),
             },
         }

@@ -8,4 +8,5 @@ mod correctness;
 mod multi_party;
 mod protocol_errors;
 mod replay;
+mod rest;
 mod support;

@@ -19,7 +19,7 @@ use super::{ConversationView, Errors, authorized};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorCode};
-use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, page_limit};
 use crate::policy::Action;
 
 /// Body of `POST /v1/conversations`; every field is optional.
@@ -193,7 +193,8 @@ pub struct ListQuery {
     q: Option<String>,
     /// The `next_cursor` of the previous page.
     cursor: Option<String>,
-    /// At most this many (1..=200, default 50).
+    /// At most this many (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u64>,
 }
 
@@ -220,10 +221,7 @@ pub async fn list(
     caller: Caller,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<ConversationPage>, ApiError> {
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(ApiError::bad_request(ErrorCode::InvalidQuery, "limit must be between 1 and 200"));
-    }
+    let limit = page_limit(query.limit, 50, 200)?;
     let cursor: Option<ConversationCursor> = query.cursor.as_deref().map(str::parse).transpose()?;
     let mut accounts: Vec<AccountId> = query.account.into_iter().collect();
     if !caller.is_admin() {
@@ -271,7 +269,8 @@ pub async fn get(
 #[serde(default, deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct WithMessagesQuery {
-    /// The newest this many messages (1..=1000, default 100).
+    /// The newest this many messages (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
 }
 
@@ -301,10 +300,7 @@ pub async fn with_messages(
     ApiPath(id): ApiPath<ConversationId>,
     ApiQuery(query): ApiQuery<WithMessagesQuery>,
 ) -> Result<Json<ConversationWithMessages>, ApiError> {
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request(ErrorCode::InvalidQuery, "limit must be between 1 and 1000"));
-    }
+    let limit = page_limit(query.limit, 100, 1000)?;
     let (_, participants) = authorized(&state, &caller, id, Action::Read).await?;
     let conversation = state.engine.conversation(id).await?;
     let page = state.engine.messages_page(id, MessageCursor::Before(u64::MAX), limit).await?;
@@ -489,6 +485,7 @@ pub async fn fork(
 #[into_params(parameter_in = Query)]
 pub struct ExportQuery {
     /// `json` (default) or `markdown`.
+    #[param(inline)]
     format: Option<ExportFormat>,
 }
 

@@ -11,8 +11,8 @@ use super::Errors;
 use crate::AppState;
 use crate::auth::Caller;
 use crate::config::ProviderConfig;
-use crate::error::{ApiError, ErrorCode};
-use crate::extract::ApiQuery;
+use crate::error::ApiError;
+use crate::extract::{ApiQuery, page_limit};
 
 /// Query of `GET /v1/search`.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -21,7 +21,8 @@ use crate::extract::ApiQuery;
 pub struct SearchQuery {
     /// Words that must all be in a message.
     q: String,
-    /// At most this many (1..=100, default 20).
+    /// At most this many (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u64>,
 }
 
@@ -47,10 +48,7 @@ pub async fn search(
     caller: Caller,
     ApiQuery(query): ApiQuery<SearchQuery>,
 ) -> Result<Json<SearchHits>, ApiError> {
-    let limit = query.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::bad_request(ErrorCode::InvalidQuery, "limit must be between 1 and 100"));
-    }
+    let limit = page_limit(query.limit, 20, 100)?;
     let account = (!caller.is_admin()).then_some(caller.account.id);
     let messages = state.engine.search_messages(account, &query.q, limit).await?;
     Ok(Json(SearchHits { messages }))

@@ -18,7 +18,7 @@ use super::{Errors, authorized};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorCode};
-use crate::extract::{ApiPath, ApiQuery};
+use crate::extract::{ApiPath, ApiQuery, page_limit};
 use crate::policy::Action;
 
 /// Query of `GET .../events`.
@@ -28,7 +28,8 @@ use crate::policy::Action;
 pub struct EventsQuery {
     /// Events with a greater seq (default 0: from the start). A `Last-Event-ID` header wins.
     after_seq: Option<u64>,
-    /// JSON pages: at most this many (1..=1000, default 100).
+    /// JSON pages: at most this many (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
 }
 
@@ -84,14 +85,13 @@ pub async fn events(
         None => query.after_seq.unwrap_or(0),
     };
     if !wants_stream {
-        let limit = query.limit.unwrap_or(100);
-        if !(1..=1000).contains(&limit) {
-            return Err(ApiError::bad_request(ErrorCode::InvalidQuery, "limit must be between 1 and 1000"));
-        }
+        let limit = page_limit(query.limit, 100, 1000)?;
         let events = state.engine.events_after(id, after, limit).await?;
         let next_after_seq = (events.len() as u64 == limit).then(|| events.last().and_then(|e| e.seq)).flatten();
         return Ok(Json(EventsPage { events, next_after_seq }).into_response());
     }
+    // A stream holds a connection's place, as a WebSocket does.
+    let permits = state.limits.connect(&caller)?;
     let mut subscription = state.engine.subscribe(id, after).await?;
     let me = access.participant.as_ref().map(|p| p.id);
     let may_approve = access.admin || access.participant.as_ref().is_some_and(|p| p.role == ParticipantRole::Owner);
@@ -102,7 +102,7 @@ pub async fn events(
     // stream) when the participant is taken out, its key is revoked, the server stops or the
     // client goes away.
     let (events, received) = tokio::sync::mpsc::channel::<EventEnvelope>(64);
-    let follower = Follower { state: state.clone(), conversation: id, me };
+    let follower = Follower { state: state.clone(), conversation: id, me, _permits: permits };
     let mut revocations = state.auth.revocations();
     let shutdown = state.shutdown.clone();
     let key = caller.key;
@@ -115,13 +115,18 @@ pub async fn events(
                     Err(_) => break,
                 },
                 () = shutdown.cancelled() => break,
+                // The client went away.
+                () = events.closed() => break,
                 revoked = revocations.recv() => match revoked {
                     Ok(revoked) if key == Some(revoked) => break,
                     _ => continue,
                 },
             };
-            if matches!(envelope.event, TurnEvent::ApprovalRequested { .. }) && !may_approve {
-                continue;
+            match &envelope.event {
+                TurnEvent::ApprovalRequested { .. } if !may_approve => continue,
+                // Its own coming online: the `presence` event at the start said so.
+                TurnEvent::ParticipantPresence { participant_id, .. } if Some(*participant_id) == me => continue,
+                _ => {}
             }
             let left =
                 matches!(envelope.event, TurnEvent::ParticipantLeft { participant_id } if Some(participant_id) == me);
@@ -130,6 +135,9 @@ pub async fn events(
             }
         }
     });
+    // First who is online (as the WebSocket's `presence` frame after a subscription's ack).
+    let online = crate::protocol::ServerFrame::Presence { conversation_id: id, online: state.presence.online(id) };
+    let presence = Event::default().event("presence").data(serde_json::to_string(&online).unwrap_or_default());
     let stream = tokio_stream::wrappers::ReceiverStream::new(received).map(|envelope| {
         let frame = serde_json::json!({
             "type": "event",
@@ -143,6 +151,7 @@ pub async fn events(
         }
         Ok::<_, Infallible>(event)
     });
+    let stream = futures::stream::once(async { Ok(presence) }).chain(stream);
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
 }
 
@@ -151,6 +160,7 @@ struct Follower {
     state: AppState,
     conversation: ConversationId,
     me: Option<colloquy_core_model::ParticipantId>,
+    _permits: crate::limits::ConnectionPermits,
 }
 
 impl Drop for Follower {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use colloquy_core_model::{ConversationId, Message, MessageId, ParticipantId, StopReason, TurnEvent};
+use colloquy_core_model::{ConversationId, Message, MessageId, MessageRole, ParticipantId, StopReason, TurnEvent};
 use colloquy_engine::{PostMessage, QueuePolicy};
 use colloquy_store::MessageCursor;
 use serde::{Deserialize, Serialize};
@@ -17,7 +17,7 @@ use super::{Errors, authorized, check_editable};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorCode};
-use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, page_limit};
 use crate::policy::{self, Action};
 use crate::protocol::{Content, ContentSchema};
 
@@ -30,7 +30,8 @@ pub struct ListQuery {
     after_seq: Option<u64>,
     /// Messages with a smaller seq (backwards, e.g. from the newest: a large number).
     before_seq: Option<u64>,
-    /// At most this many (1..=1000, default 100).
+    /// At most this many (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
 }
 
@@ -44,15 +45,6 @@ pub struct MessagesPage {
     /// Going backwards: pass as `before_seq` for the next (older) page.
     #[serde(skip_serializing_if = "Option::is_none")]
     next_before_seq: Option<u64>,
-}
-
-fn limit_in(limit: Option<u64>, default: u64, max: u64) -> Result<u64, ApiError> {
-    let limit = limit.unwrap_or(default);
-    if (1..=max).contains(&limit) {
-        Ok(limit)
-    } else {
-        Err(ApiError::bad_request(ErrorCode::InvalidQuery, format!("limit must be between 1 and {max}")))
-    }
 }
 
 /// `GET /v1/conversations/{id}/messages`: the history, in seq order (the order the models saw).
@@ -70,7 +62,7 @@ pub async fn list(
     ApiPath(id): ApiPath<ConversationId>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<MessagesPage>, ApiError> {
-    let limit = limit_in(query.limit, 100, 1000)?;
+    let limit = page_limit(query.limit, 100, 1000)?;
     let cursor = match (query.after_seq, query.before_seq) {
         (Some(_), Some(_)) => {
             return Err(ApiError::bad_request(ErrorCode::InvalidQuery, "give after_seq or before_seq, not both"));
@@ -87,6 +79,9 @@ pub async fn list(
     };
     Ok(Json(MessagesPage { messages: page.items, next_after_seq, next_before_seq }))
 }
+
+/// At most this many messages in a `wait` reply (a turn's requests are bounded well below it).
+const MAX_REPLY_MESSAGES: u64 = 1000;
 
 /// Body of `POST .../messages`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -175,6 +170,10 @@ pub async fn send(
         body.client_msg_id.or_else(|| headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned));
     let queue = if body.queue { QueuePolicy::Queue } else { QueuePolicy::Reject };
     let post = PostMessage { sender, content: body.content.into_parts(), client_msg_id: key, queue };
+    let wait = query.wait.unwrap_or(false);
+    // A waiting request holds a connection's place, as a WebSocket does (taken before posting,
+    // so that a refusal posts nothing).
+    let _permits = if wait { Some(state.limits.connect(&caller)?) } else { None };
     let posted = state.engine.post_message(id, post).await?;
     let mut sent = Sent {
         conversation_id: id,
@@ -185,7 +184,7 @@ pub async fn send(
         reply: None,
         stop: None,
     };
-    if !query.wait.unwrap_or(false) {
+    if !wait {
         return Ok((StatusCode::ACCEPTED, Json(sent)));
     }
     if tokio::time::timeout(timeout, state.engine.wait_for_idle(id)).await.is_err() {
@@ -196,11 +195,10 @@ pub async fn send(
         ));
     }
     // The message joined the history (with a new seq, if it was queued); the reply follows it.
-    let history = state.engine.messages_after(id, 0, u64::MAX).await?;
-    let start = history.iter().position(|m| m.id == posted.message.id);
-    let reply: Vec<Message> = start.map(|at| history[at + 1..].to_vec()).unwrap_or_default();
-    let after = start.map_or(posted.message.seq, |at| history[at].seq);
-    let events = state.engine.events_after(id, after, u64::MAX).await?;
+    let admitted = state.engine.message(id, posted.message.id).await?;
+    let mut reply = state.engine.messages_after(id, admitted.seq, MAX_REPLY_MESSAGES).await?;
+    reply.retain(|m| m.role != MessageRole::User);
+    let events = state.engine.events_after(id, admitted.seq, u64::MAX).await?;
     sent.stop = events.into_iter().find_map(|e| match e.event {
         TurnEvent::AgentEnd { stop, .. } => Some(stop),
         _ => None,

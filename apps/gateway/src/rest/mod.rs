@@ -97,14 +97,11 @@ pub(crate) async fn check_editable(
         return Ok(());
     }
     let mine = access.participant.as_ref().map(|p| p.id);
-    let page = state.engine.messages_after(conversation, 0, u64::MAX).await?;
-    match page.iter().find(|m| m.id == message) {
-        Some(found) if found.sender.is_some() && found.sender == mine => Ok(()),
-        Some(_) => Err(ApiError::forbidden("only its sender or the conversation's owner may change a message")),
-        None => Err(ApiError::not_found(
-            ErrorCode::MessageNotFound,
-            format!("message {message} is not part of conversation {conversation}: check the id"),
-        )),
+    let found = state.engine.message(conversation, message).await?;
+    if found.sender.is_some() && found.sender == mine {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden("only its sender or the conversation's owner may change a message"))
     }
 }
 

@@ -23,6 +23,8 @@ pub struct Served {
     pub startup_log: Vec<String>,
     /// What it printed on stdout (the first-start key), as it arrives.
     pub stdout: tokio::sync::watch::Receiver<Vec<String>>,
+    /// Everything it logged (stderr), as it arrives.
+    pub log: tokio::sync::watch::Receiver<Vec<String>>,
 }
 
 impl Served {
@@ -36,6 +38,15 @@ impl Served {
         let lines = tokio::time::timeout(WAIT, self.stdout.wait_for(|lines| lines.iter().any(|l| wanted(l))))
             .await
             .context("nothing like it was printed")??
+            .clone();
+        lines.into_iter().find(|l| wanted(l)).context("gone")
+    }
+
+    /// Waits until it has logged a line for which `wanted` holds, and returns it.
+    pub async fn logged_line(&mut self, wanted: impl Fn(&str) -> bool) -> anyhow::Result<String> {
+        let lines = tokio::time::timeout(WAIT, self.log.wait_for(|lines| lines.iter().any(|l| wanted(l))))
+            .await
+            .context("nothing like it was logged")??
             .clone();
         lines.into_iter().find(|l| wanted(l)).context("gone")
     }
@@ -72,9 +83,11 @@ pub async fn start(database: &Path, base_url: &str, env: &[(&str, &str)]) -> any
     let stderr = child.stderr.take().context("no stderr")?;
     let mut lines = BufReader::new(stderr).lines();
     let mut startup_log = Vec::new();
+    let (logged, log) = tokio::sync::watch::channel(Vec::new());
     let addr = tokio::time::timeout(WAIT, async {
         while let Some(line) = lines.next_line().await? {
             eprintln!("colloquy: {line}");
+            logged.send_modify(|lines| lines.push(line.clone()));
             if let Some(rest) = line.split("listening on http://").nth(1) {
                 return anyhow::Ok(rest.split_whitespace().next().unwrap_or_default().to_owned());
             }
@@ -87,9 +100,10 @@ pub async fn start(database: &Path, base_url: &str, env: &[(&str, &str)]) -> any
     tokio::spawn(async move {
         while let Ok(Some(line)) = lines.next_line().await {
             eprintln!("colloquy: {line}");
+            logged.send_modify(|lines| lines.push(line));
         }
     });
-    Ok(Served { child, addr, startup_log, stdout })
+    Ok(Served { child, addr, startup_log, stdout, log })
 }
 
 pub type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;

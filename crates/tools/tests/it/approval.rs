@@ -100,7 +100,7 @@ async fn an_unanswered_call_is_denied_when_the_approval_timeout_passes() {
     assert!(events.contains(&ExecutionEvent::ApprovalRequested { index: 0 }), "{events:?}");
     let (is_error, content) = only_result(&events);
     assert!(is_error);
-    assert!(content.starts_with("denied: no approval within 90 s"), "{content}");
+    assert!(content.starts_with("denied: no approval within 90s"), "{content}");
     assert_eq!(f.runs(), 0);
     assert!(f.executor.approvals().pending().is_empty());
 }
