@@ -19,6 +19,14 @@ pub enum AccountKind {
 }
 
 impl AccountKind {
+    /// The participant kind an account of this kind takes part as.
+    pub const fn participant_kind(self) -> crate::ParticipantKind {
+        match self {
+            Self::Service => crate::ParticipantKind::Service,
+            Self::User | Self::Admin => crate::ParticipantKind::User,
+        }
+    }
+
     /// The stable lowercase name used in storage and on the wire.
     pub const fn as_str(self) -> &'static str {
         match self {

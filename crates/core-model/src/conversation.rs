@@ -98,3 +98,47 @@ pub struct Conversation {
     /// The seq of its newest durable event (0 when it has none).
     pub last_seq: u64,
 }
+
+/// What a caller asks for when creating a conversation (`POST /v1/conversations`, or
+/// `Engine::create_conversation_for`); every field is optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(default, deny_unknown_fields)]
+pub struct ConversationRequest {
+    /// Who answers whom.
+    pub kind: ConversationKind,
+    /// A title, for lists.
+    pub title: Option<String>,
+    /// Labels to filter by.
+    pub tags: Vec<String>,
+    /// Limits and policies of its turns.
+    pub options: Options,
+    /// The answering agent; the configured default agent when absent.
+    pub agent: Option<crate::AgentSpec>,
+    /// The caller's display name in it (default: its account's).
+    pub user_name: Option<String>,
+    /// The agent's display name (default `assistant`).
+    pub agent_name: Option<String>,
+    /// Everyone taking part, for agent-agent and multi-party conversations; replaces the default
+    /// pair of the caller and one agent (and `agent`, `user_name`, `agent_name`).
+    pub participants: Option<Vec<ParticipantRequest>>,
+}
+
+/// One participant of a [`ConversationRequest`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ParticipantRequest {
+    /// User, agent or service.
+    pub kind: crate::ParticipantKind,
+    /// The name others see.
+    pub display_name: String,
+    /// What it may do (default `member`; the creator is always an owner).
+    #[serde(default)]
+    pub role: crate::ParticipantRole,
+    /// For agents; the configured default agent when absent.
+    pub agent: Option<crate::AgentSpec>,
+    /// The account of the person or service it stands for. The first user or service without
+    /// one is the caller; agents belong to the caller.
+    pub account_id: Option<crate::AccountId>,
+}

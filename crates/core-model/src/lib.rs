@@ -14,7 +14,9 @@ mod options;
 mod participant;
 
 pub use account::{Account, AccountKind};
-pub use conversation::{Conversation, ConversationKind, ConversationStatus, ForkPoint, Totals};
+pub use conversation::{
+    Conversation, ConversationKind, ConversationRequest, ConversationStatus, ForkPoint, ParticipantRequest, Totals,
+};
 pub use event::{BudgetLimit, EventEnvelope, MessageDelta, StopReason, TurnError, TurnErrorKind, TurnEvent};
 pub use ids::{AccountId, ConversationId, MessageId, ParseIdError, ParticipantId, ToolCallId, TurnId};
 pub use message::{ContentPart, MediaSource, Message, MessageRole, NewMessage, ToolSpec, Usage};

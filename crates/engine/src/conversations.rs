@@ -6,16 +6,110 @@ use std::collections::HashMap;
 
 use colloquy_core_model::limits::{MAX_JSON_DEPTH, json_depth};
 use colloquy_core_model::{
-    AccountId, AgentSpec, ContentPart, Conversation, ConversationId, ConversationStatus, EventEnvelope, Message,
-    MessageId, MessageRole, Participant, ParticipantId, ParticipantKind, ParticipantRole, ToolCallId, ToolSpec,
+    Account, AccountId, AccountKind, AgentSpec, ContentPart, Conversation, ConversationId, ConversationRequest,
+    ConversationStatus, EventEnvelope, Message, MessageId, MessageRole, Participant, ParticipantId, ParticipantKind,
+    ParticipantRole, ToolCallId, ToolSpec,
 };
 use colloquy_store::{
-    ConversationCursor, ConversationFilter, ConversationUpdate, History, MessageCursor, NewParticipant, Page,
+    ConversationCursor, ConversationFilter, ConversationUpdate, History, MessageCursor, NewConversation,
+    NewParticipant, Page,
 };
 
 use crate::{Engine, EngineError};
 
 impl Engine {
+    /// Creates a conversation `creator` asked for: it takes part as its owner (a user, or a
+    /// service for a service account) unless it is an admin who left itself out of an explicit
+    /// participant list; the first user or service without an account is the creator; agents
+    /// belong to the creator and get `default_agent` when they name none; everyone else must name
+    /// an existing account. Then [`Engine::create_conversation`] checks and stores it.
+    pub async fn create_conversation_for(
+        &self,
+        creator: &Account,
+        request: ConversationRequest,
+        default_agent: &AgentSpec,
+    ) -> Result<(Conversation, Vec<Participant>), EngineError> {
+        let me = creator.id;
+        let agent_spec = |spec: Option<AgentSpec>| spec.unwrap_or_else(|| default_agent.clone());
+        let creator_as = |display_name: String| NewParticipant {
+            id: ParticipantId::new(),
+            kind: creator.kind.participant_kind(),
+            display_name,
+            role: ParticipantRole::Owner,
+            agent: None,
+            account: Some(me),
+        };
+        let mut participants: Vec<NewParticipant> = match request.participants {
+            Some(list) => {
+                let mut creator_placed = false;
+                let mut out = Vec::with_capacity(list.len() + 1);
+                for (index, p) in list.into_iter().enumerate() {
+                    let account = match (p.kind, p.account_id) {
+                        (ParticipantKind::Agent, _) => me,
+                        (_, Some(account)) => {
+                            if account != me {
+                                self.account(account).await.map_err(|_| {
+                                    EngineError::InvalidConversation(format!(
+                                        "participant {index}: there is no account {account}"
+                                    ))
+                                })?;
+                            }
+                            account
+                        }
+                        (_, None) if !creator_placed => me,
+                        (kind, None) => {
+                            return Err(EngineError::InvalidConversation(format!(
+                                "participant {index} ({kind:?}) has no account_id: only the first user or service may \
+                                 leave it out (that one is you); bind the others to their accounts"
+                            )));
+                        }
+                    };
+                    creator_placed |= p.kind != ParticipantKind::Agent && account == me;
+                    let agent = (p.kind == ParticipantKind::Agent).then(|| agent_spec(p.agent));
+                    out.push(NewParticipant {
+                        id: ParticipantId::new(),
+                        kind: p.kind,
+                        display_name: p.display_name,
+                        role: p.role,
+                        agent,
+                        account: Some(account),
+                    });
+                }
+                if !creator_placed && creator.kind != AccountKind::Admin {
+                    // Whoever creates a conversation takes part in it.
+                    out.insert(0, creator_as(creator.display_name.clone()));
+                }
+                out
+            }
+            None => vec![
+                creator_as(request.user_name.unwrap_or_else(|| creator.display_name.clone())),
+                NewParticipant {
+                    id: ParticipantId::new(),
+                    kind: ParticipantKind::Agent,
+                    display_name: request.agent_name.unwrap_or_else(|| "assistant".to_owned()),
+                    role: ParticipantRole::Member,
+                    agent: Some(agent_spec(request.agent)),
+                    account: Some(me),
+                },
+            ],
+        };
+        // The creator owns it.
+        for p in &mut participants {
+            if p.kind != ParticipantKind::Agent && p.account == Some(me) {
+                p.role = ParticipantRole::Owner;
+            }
+        }
+        self.create_conversation(NewConversation {
+            id: ConversationId::new(),
+            kind: request.kind,
+            title: request.title,
+            tags: request.tags,
+            options: request.options,
+            participants,
+        })
+        .await
+    }
+
     /// Conversations that match `filter`, newest activity first.
     pub async fn list_conversations(
         &self,

@@ -6,171 +6,37 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use colloquy_core_model::{
-    Account, AccountId, AccountKind, AgentSpec, ContentPart, ConversationId, ConversationKind, ConversationStatus,
-    Message, MessageRole, Options, Participant, ParticipantId, ParticipantKind, ParticipantRole,
+    AccountId, ContentPart, ConversationId, ConversationKind, ConversationRequest, ConversationStatus, Message,
+    MessageRole, Options, Participant, ParticipantId,
 };
-use colloquy_store::{
-    ConversationCursor, ConversationFilter, ConversationUpdate, MessageCursor, NewConversation, NewParticipant,
-};
+use colloquy_store::{ConversationCursor, ConversationFilter, ConversationUpdate, MessageCursor};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ConversationView, Errors, authorized};
 use crate::AppState;
 use crate::auth::Caller;
-use crate::error::{ApiError, ErrorCode};
+use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery, page_limit};
 use crate::policy::Action;
-
-/// Body of `POST /v1/conversations`; every field is optional.
-#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
-#[serde(default, deny_unknown_fields)]
-pub struct CreateConversation {
-    kind: ConversationKind,
-    title: Option<String>,
-    tags: Vec<String>,
-    options: Options,
-    /// The answering agent; the configured default agent when absent.
-    agent: Option<AgentSpec>,
-    /// The caller's display name in it (default: its account's).
-    user_name: Option<String>,
-    /// The agent's display name (default `assistant`).
-    agent_name: Option<String>,
-    /// Everyone taking part, for agent-agent and multi-party conversations; replaces the default
-    /// pair of the caller and one agent (and `agent`, `user_name`, `agent_name`).
-    participants: Option<Vec<ParticipantSpec>>,
-}
-
-/// One participant of a new conversation.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ParticipantSpec {
-    kind: ParticipantKind,
-    display_name: String,
-    #[serde(default)]
-    role: ParticipantRole,
-    /// For agents; the configured default agent when absent.
-    agent: Option<AgentSpec>,
-    /// The account of the person or service it stands for. The first user or service without
-    /// one is the caller; agents belong to the caller.
-    account_id: Option<AccountId>,
-}
-
-/// The participant kind an account posts as.
-pub(super) fn kind_of(account: &Account) -> ParticipantKind {
-    match account.kind {
-        AccountKind::Service => ParticipantKind::Service,
-        AccountKind::User | AccountKind::Admin => ParticipantKind::User,
-    }
-}
 
 /// `POST /v1/conversations`: the caller takes part as its owner.
 #[utoipa::path(
     post,
     path = "/v1/conversations",
     tag = "conversations",
-    request_body(content = Option<CreateConversation>, description = "Every field is optional; an empty body is fine"),
+    request_body(content = Option<ConversationRequest>, description = "Every field is optional; an empty body is fine"),
     responses((status = 201, description = "Created", body = ConversationView), Errors),
     security(("bearer" = []))
 )]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
-    ApiJson(body): ApiJson<Option<CreateConversation>>,
+    ApiJson(body): ApiJson<Option<ConversationRequest>>,
 ) -> Result<(StatusCode, Json<ConversationView>), ApiError> {
-    let body = body.unwrap_or_default();
-    let me = caller.account.id;
-    let agent_spec = |spec: Option<AgentSpec>| spec.unwrap_or_else(|| state.default_agent.clone());
-    let mut participants: Vec<NewParticipant> = match body.participants {
-        Some(list) => {
-            let mut caller_placed = false;
-            let mut out = Vec::with_capacity(list.len() + 1);
-            for (index, p) in list.into_iter().enumerate() {
-                let account = match (p.kind, p.account_id) {
-                    (ParticipantKind::Agent, _) => Some(me),
-                    (_, Some(account)) => {
-                        if account != me {
-                            state.engine.account(account).await.map_err(|_| {
-                                ApiError::bad_request(
-                                    ErrorCode::InvalidConversation,
-                                    format!("participant {index}: there is no account {account}"),
-                                )
-                            })?;
-                        }
-                        Some(account)
-                    }
-                    (_, None) if !caller_placed => Some(me),
-                    (kind, None) => {
-                        return Err(ApiError::bad_request(
-                            ErrorCode::InvalidConversation,
-                            format!(
-                                "participant {index} ({kind:?}) has no account_id: only the first user or service may \
-                                 leave it out (that one is you); bind the others to their accounts"
-                            ),
-                        ));
-                    }
-                };
-                caller_placed |= p.kind != ParticipantKind::Agent && account == Some(me);
-                let agent = (p.kind == ParticipantKind::Agent).then(|| agent_spec(p.agent));
-                out.push(NewParticipant {
-                    id: ParticipantId::new(),
-                    kind: p.kind,
-                    display_name: p.display_name,
-                    role: p.role,
-                    agent,
-                    account,
-                });
-            }
-            if !caller_placed && !caller.is_admin() {
-                // Whoever creates a conversation takes part in it.
-                out.insert(
-                    0,
-                    NewParticipant {
-                        id: ParticipantId::new(),
-                        kind: kind_of(&caller.account),
-                        display_name: caller.account.display_name.clone(),
-                        role: ParticipantRole::Owner,
-                        agent: None,
-                        account: Some(me),
-                    },
-                );
-            }
-            out
-        }
-        None => vec![
-            NewParticipant {
-                id: ParticipantId::new(),
-                kind: kind_of(&caller.account),
-                display_name: body.user_name.unwrap_or_else(|| caller.account.display_name.clone()),
-                role: ParticipantRole::Owner,
-                agent: None,
-                account: Some(me),
-            },
-            NewParticipant {
-                id: ParticipantId::new(),
-                kind: ParticipantKind::Agent,
-                display_name: body.agent_name.unwrap_or_else(|| "assistant".to_owned()),
-                role: ParticipantRole::Member,
-                agent: Some(agent_spec(body.agent)),
-                account: Some(me),
-            },
-        ],
-    };
-    // The creator owns it.
-    for p in &mut participants {
-        if p.kind != ParticipantKind::Agent && p.account == Some(me) {
-            p.role = ParticipantRole::Owner;
-        }
-    }
-    let new = NewConversation {
-        id: ConversationId::new(),
-        kind: body.kind,
-        title: body.title,
-        tags: body.tags,
-        options: body.options,
-        participants,
-    };
-    let (conversation, participants) = state.engine.create_conversation(new).await?;
+    let request = body.unwrap_or_default();
+    let (conversation, participants) =
+        state.engine.create_conversation_for(&caller.account, request, &state.default_agent).await?;
     Ok((StatusCode::CREATED, Json(ConversationView { conversation, participants })))
 }
 
