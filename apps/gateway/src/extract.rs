@@ -128,3 +128,11 @@ pub fn page_limit(limit: Option<u64>, default: u64, max: u64) -> Result<u64, Api
         Err(ApiError::bad_request(ErrorCode::InvalidQuery, format!("limit must be between 1 and {max}")))
     }
 }
+
+/// For `#[serde(default, deserialize_with = "present")]` on an `Option<Option<T>>` field of a
+/// PATCH body: absent is `None` (unchanged), `null` is `Some(None)` (removed).
+pub fn present<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(deserializer).map(Some)
+}

@@ -566,12 +566,14 @@ impl Session {
         let (access, _) = self.authorize(conversation, Action::Read).await?;
         let mut subscription = self.state.engine.subscribe(conversation, after_seq).await?;
         let outbound = self.outbound.clone();
-        self.end_subscription(conversation);
-        outbound.reply(ack(Ack { id, conversation_id: Some(conversation), ..Ack::default() }));
         let me = access.participant.as_ref().map(|p| p.id);
+        // Joined before the subscription it replaces leaves, so a re-subscribe does not look
+        // like going offline and coming back.
         if let Some(me) = me {
             self.state.presence.join(&self.state.engine, conversation, me);
         }
+        self.end_subscription(conversation);
+        outbound.reply(ack(Ack { id, conversation_id: Some(conversation), ..Ack::default() }));
         let online = self.state.presence.online(conversation);
         outbound.reply(encode(&ServerFrame::Presence { conversation_id: conversation, online }));
         // Approval requests go to those who may answer them.

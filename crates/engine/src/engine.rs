@@ -254,6 +254,12 @@ impl Engine {
         Ok(self.inner.store.participants(id).await?)
     }
 
+    /// The participants of several conversations, fetched together; each conversation's in
+    /// join order.
+    pub async fn participants_of(&self, ids: &[ConversationId]) -> Result<Vec<Participant>, EngineError> {
+        Ok(self.inner.store.participants_of(ids).await?)
+    }
+
     /// Publishes a live-only event (typing, presence) to the conversation's subscribers;
     /// nothing is stored. Durable events are refused: they come from the engine's own work.
     pub fn publish_ephemeral(&self, conversation: ConversationId, event: TurnEvent) -> Result<(), EngineError> {

@@ -138,6 +138,10 @@ pub trait ConversationStore: Send + Sync + 'static {
     /// Lists a conversation's participants, in the order they joined.
     async fn participants(&self, id: ConversationId) -> Result<Vec<Participant>, StoreError>;
 
+    /// The participants of several conversations in one query, each conversation's in the order
+    /// they joined (for a page of a list).
+    async fn participants_of(&self, ids: &[ConversationId]) -> Result<Vec<Participant>, StoreError>;
+
     /// Appends a message and the event that records it under the next `seq`, and updates the
     /// conversation's totals, all in one transaction. With a `client_msg_id` that is already
     /// stored for this conversation, writes nothing and returns the stored message as a duplicate.

@@ -345,6 +345,21 @@ impl ConversationStore for SeaStore {
             .collect()
     }
 
+    async fn participants_of(&self, ids: &[ConversationId]) -> Result<Vec<Participant>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        participants::Entity::find()
+            .filter(participants::Column::ConversationId.is_in(ids.iter().map(ConversationId::as_uuid)))
+            .order_by_asc(participants::Column::ConversationId)
+            .order_by_asc(participants::Column::JoinOrder)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(participants::Model::into_domain)
+            .collect()
+    }
+
     async fn append_message(
         &self,
         conversation: ConversationId,

@@ -98,8 +98,19 @@ async fn a_sidebar_lists_a_users_conversations_newest_first_filtered_and_paged()
             anyhow::Ok(page)
         }
     };
-    // Newest activity first: Ada's three in reverse, after the shared one made last.
-    assert_eq!(ids(&list("").await?), [shared.clone(), made[2].clone(), made[1].clone(), made[0].clone()]);
+    // Newest activity first: Ada's three in reverse, after the shared one made last; each with
+    // its own participants.
+    let page = list("").await?;
+    assert_eq!(ids(&page), [shared.clone(), made[2].clone(), made[1].clone(), made[0].clone()]);
+    let counts: Vec<usize> = page["conversations"]
+        .as_array()
+        .map(|c| c.iter().map(|c| c["participants"].as_array().map_or(0, Vec::len)).collect())
+        .unwrap_or_default();
+    assert_eq!(counts, [3, 2, 2, 2]);
+    for conversation in page["conversations"].as_array().cloned().unwrap_or_default() {
+        let theirs = conversation["participants"].as_array().cloned().unwrap_or_default();
+        assert!(theirs.iter().all(|p| p["conversation_id"] == conversation["id"]), "{conversation}");
+    }
     // Activity moves a conversation to the top.
     let (status, _) = gateway
         .request_as(
@@ -850,6 +861,13 @@ async fn who_is_online_and_who_is_typing_reach_the_others() -> anyhow::Result<()
     let typing = ada.recv().await?;
     assert_eq!(typing["event"], json!({ "type": "participant_typing", "participant_id": pid("bob") }));
     assert_eq!(gateway.last_seq(&id).await?, last_seq);
+
+    // Bob subscribes again on the same connection: he never went offline, so Ada hears nothing.
+    bob.send(json!({ "type": "subscribe", "conversation_id": id, "after_seq": last_seq })).await?;
+    bob.recv_until(|f| f["type"] == "ack").await?;
+    assert_eq!(bob.recv().await?["type"], "presence");
+    ada.send(json!({ "type": "ping", "id": "p" })).await?;
+    assert_eq!(ada.recv().await?, json!({ "type": "pong", "id": "p" }), "no offline/online flicker");
 
     // Bob goes away: Ada is told.
     drop(bob);

@@ -1,6 +1,8 @@
 //! `/v1/conversations`: create, list, read, change, archive, close, delete, fork, export, and
 //! turn control.
 
+use std::collections::HashMap;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -103,11 +105,19 @@ pub async fn list(
         ..ConversationFilter::default()
     };
     let page = state.engine.list_conversations(filter, cursor, limit).await?;
-    let mut conversations = Vec::with_capacity(page.items.len());
-    for conversation in page.items {
-        let participants = state.engine.participants(conversation.id).await?;
-        conversations.push(ConversationView { conversation, participants });
+    let ids: Vec<ConversationId> = page.items.iter().map(|c| c.id).collect();
+    let mut by_conversation: HashMap<ConversationId, Vec<Participant>> = HashMap::new();
+    for participant in state.engine.participants_of(&ids).await? {
+        by_conversation.entry(participant.conversation_id).or_default().push(participant);
     }
+    let conversations = page
+        .items
+        .into_iter()
+        .map(|conversation| {
+            let participants = by_conversation.remove(&conversation.id).unwrap_or_default();
+            ConversationView { conversation, participants }
+        })
+        .collect();
     Ok(Json(ConversationPage { conversations, next_cursor: page.next.map(|c| c.to_string()) }))
 }
 
@@ -182,22 +192,17 @@ pub async fn with_messages(
 #[serde(default, deny_unknown_fields)]
 pub struct UpdateConversation {
     /// A new title; `null` removes it.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::extract::present")]
     #[schema(value_type = Option<String>)]
     title: Option<Option<String>>,
     /// A new summary; `null` removes it.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::extract::present")]
     #[schema(value_type = Option<String>)]
     summary: Option<Option<String>>,
     /// New tags, replacing the old ones.
     tags: Option<Vec<String>>,
     /// New options, replacing the old ones (the next request sees them).
     options: Option<Options>,
-}
-
-/// A field that is present (perhaps `null`) rather than absent.
-fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Option<T>, D::Error> {
-    T::deserialize(deserializer).map(Some)
 }
 
 /// `PATCH /v1/conversations/{id}` (owners): title, summary, tags, options.

@@ -159,14 +159,10 @@ pub struct UpdateAgent {
     provider: Option<String>,
     model: Option<String>,
     /// A new system prompt; `null` removes it.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::extract::present")]
     #[schema(value_type = Option<String>)]
     system_prompt: Option<Option<String>>,
     tools: Option<Vec<String>>,
-}
-
-fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Option<T>, D::Error> {
-    T::deserialize(deserializer).map(Some)
 }
 
 /// `PATCH /v1/conversations/{id}/participants/{participant}/agent` (owners): changes how an
