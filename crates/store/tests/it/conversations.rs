@@ -55,6 +55,19 @@ pub async fn participants_list_in_join_order(store: Arc<SeaStore>) {
     assert_eq!(names, ["first", "second", "third"]);
 }
 
+pub async fn participants_of_several_conversations_come_in_one_call(store: Arc<SeaStore>) {
+    let a = fixtures::create_conversation(&store).await.0.id;
+    let b = fixtures::create_conversation(&store).await.0.id;
+    let other = fixtures::create_conversation(&store).await.0.id;
+    let together = store.participants_of(&[b, a]).await.unwrap();
+    for id in [a, b] {
+        let theirs: Vec<_> = together.iter().filter(|p| p.conversation_id == id).cloned().collect();
+        assert_eq!(theirs, store.participants(id).await.unwrap(), "each conversation's, in join order");
+    }
+    assert!(together.iter().all(|p| p.conversation_id != other));
+    assert!(store.participants_of(&[]).await.unwrap().is_empty());
+}
+
 pub async fn unknown_conversation_is_not_found(store: Arc<SeaStore>) {
     fixtures::create_conversation(&store).await;
     let unknown = ConversationId::new();

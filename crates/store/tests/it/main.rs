@@ -59,6 +59,7 @@ macro_rules! suite {
 suite!(
     conversations::created_conversation_reads_back,
     conversations::participants_list_in_join_order,
+    conversations::participants_of_several_conversations_come_in_one_call,
     conversations::unknown_conversation_is_not_found,
     appends::appends_get_gap_free_seqs,
     appends::appended_message_reads_back_unchanged,
