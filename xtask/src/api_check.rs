@@ -59,9 +59,13 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     ];
     // Every operation but key revocation, in every phase; then revocation without the stateful
     // phase, which would find the key the check runs with (in `GET /v1/keys`) and revoke it.
+    // Schemathesis keeps a cache in its working directory: keep it under target/.
+    let workdir = root.join("target").join("schemathesis");
     let mut everything = Command::new(&st);
+    everything.current_dir(&workdir);
     everything.arg("run").args(common).args(["--exclude-path", "/v1/keys/{id}"]);
     let mut revocation = Command::new(&st);
+    revocation.current_dir(&workdir);
     revocation.arg("run").args(common).args(["--include-path", "/v1/keys/{id}", "--phases", "coverage,fuzzing"]);
     let outcome = crate::run(everything).and_then(|()| crate::run(revocation));
     drop(served);

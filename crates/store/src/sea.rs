@@ -335,14 +335,7 @@ impl ConversationStore for SeaStore {
     }
 
     async fn participants(&self, id: ConversationId) -> Result<Vec<Participant>, StoreError> {
-        participants::Entity::find()
-            .filter(participants::Column::ConversationId.eq(id.as_uuid()))
-            .order_by_asc(participants::Column::JoinOrder)
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .map(participants::Model::into_domain)
-            .collect()
+        self.participants_of(&[id]).await
     }
 
     async fn participants_of(&self, ids: &[ConversationId]) -> Result<Vec<Participant>, StoreError> {
