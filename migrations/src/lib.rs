@@ -12,6 +12,7 @@ mod m20261122_000003_message_temperature;
 mod m20261202_000004_queued_messages;
 mod m20261202_000005_usage_estimated;
 mod m20261202_000006_accounts;
+mod m20261202_000007_event_message_refs;
 
 /// Every migration of the Colloquy schema, oldest first.
 pub struct Migrator;
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000004_queued_messages::Migration),
             Box::new(m20261202_000005_usage_estimated::Migration),
             Box::new(m20261202_000006_accounts::Migration),
+            Box::new(m20261202_000007_event_message_refs::Migration),
         ]
     }
 }

@@ -264,6 +264,18 @@ pub enum TurnEvent {
 }
 
 impl TurnEvent {
+    /// The message the event records (`message_posted`, `message_queued`, `message_end`,
+    /// `tool_execution_end`), if it is one of those.
+    pub const fn recorded_message(&self) -> Option<&Message> {
+        match self {
+            Self::MessagePosted { message }
+            | Self::MessageQueued { message }
+            | Self::MessageEnd { message, .. }
+            | Self::ToolExecutionEnd { message, .. } => Some(message),
+            _ => None,
+        }
+    }
+
     /// Whether the event is kept in the event log (and so has a seq). Streaming deltas, tool
     /// progress, typing and presence are live-only: a client that reconnects gets the finished
     /// message instead.

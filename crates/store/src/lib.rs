@@ -105,6 +105,30 @@ impl MessageEvent {
     }
 }
 
+/// One entry of [`ConversationStore::append_batch`]: a message with the event that records it, or
+/// an event that records no message.
+#[derive(Debug, Clone)]
+pub enum Append {
+    /// A message (without `client_msg_id`: posts go through `append_messages`) and its event.
+    Message(NewMessage, MessageEvent),
+    /// A durable event that records no message (`turn_start`, `tool_execution_start`, ...).
+    Event(TurnEvent),
+}
+
+/// How [`ConversationStore::append_batch`] commits.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AppendOptions {
+    /// Refuse the batch with [`StoreError::StaleLease`] unless this is the conversation's
+    /// current lease.
+    pub fence: Option<FencingToken>,
+    /// The commit acknowledges something to someone outside (an `ack`, a turn's end, a tool
+    /// about to act on the world): with [`Durability::Full`] it is fsynced before the call
+    /// returns. Without it the batch is committed (it survives a crash of the process) and
+    /// reaches the disk with the next synced commit; a power loss can lose only a suffix of the
+    /// log, which crash recovery closes like a crash at that point.
+    pub sync: bool,
+}
+
 /// The outcome of [`ConversationStore::append_message`].
 #[derive(Debug, Clone)]
 pub struct AppendedMessage {
@@ -209,11 +233,13 @@ pub trait ConversationStore: Send + Sync + 'static {
     /// Brings queued messages (stored with [`MessageEvent::Queued`]) into the history at a turn
     /// boundary, in the order given: each gets the conversation's next seq and a
     /// `message_posted` event, all in one transaction. Nothing is written if one of them is not
-    /// a queued message of this conversation ([`StoreError::MessageNotFound`]).
+    /// a queued message of this conversation ([`StoreError::MessageNotFound`]). With a `fence`,
+    /// refused with [`StoreError::StaleLease`] unless it is the conversation's current lease.
     async fn admit_messages(
         &self,
         conversation: ConversationId,
         messages: &[MessageId],
+        fence: Option<FencingToken>,
     ) -> Result<Vec<EventEnvelope>, StoreError>;
 
     /// The conversation's queued messages, oldest first.
@@ -249,6 +275,18 @@ pub trait ConversationStore: Send + Sync + 'static {
         batch: Vec<(NewMessage, MessageEvent)>,
         fence: Option<FencingToken>,
     ) -> Result<Vec<AppendedMessage>, StoreError>;
+
+    /// Appends a turn's entries in one transaction under consecutive seqs, in the order given,
+    /// moving the totals once: the events of one step of a turn (`turn_start` with
+    /// `message_start`; a reply's `message_end` with its `tool_execution_start`s; results with
+    /// `turn_end`). Every append of the process shares its commit with the appends waiting at the
+    /// same time (group commit). Returns the stored events, each message inside its event.
+    async fn append_batch(
+        &self,
+        conversation: ConversationId,
+        entries: Vec<Append>,
+        options: AppendOptions,
+    ) -> Result<Vec<EventEnvelope>, StoreError>;
 
     /// [`ConversationStore::append_event`] for the holder of the conversation's lease: refused with
     /// [`StoreError::StaleLease`] unless `fence` is the current lease's token.

@@ -8,6 +8,7 @@ mod accounts;
 mod agents;
 mod api_keys;
 mod append;
+mod commit;
 mod conversations;
 mod edits;
 mod events;
@@ -19,6 +20,7 @@ mod participants;
 mod recovery;
 
 use std::fmt::Display;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -40,9 +42,9 @@ use sea_orm_migration::MigratorTrait;
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::{
-    ApiKey, ApiKeyId, AppendedMessage, ConversationCursor, ConversationFilter, ConversationStore, ConversationUpdate,
-    FencingToken, History, Lease, MessageCursor, MessageEvent, NewAccount, NewApiKey, NewConversation, NewParticipant,
-    Page, StoreError,
+    ApiKey, ApiKeyId, Append, AppendOptions, AppendedMessage, ConversationCursor, ConversationFilter,
+    ConversationStore, ConversationUpdate, FencingToken, History, Lease, MessageCursor, MessageEvent, NewAccount,
+    NewApiKey, NewConversation, NewParticipant, Page, StoreError,
 };
 
 /// How hard a commit (every append is one) works to survive a crash or a power loss. An explicit
@@ -90,7 +92,9 @@ pub struct SeaStore {
     /// with `SQLITE_BUSY`, and waiting writers poll for the lock until the busy timeout. So this
     /// process's write transactions queue here instead. `None` on Postgres, where the
     /// conversation row lock orders writers.
-    writer: Option<Mutex<()>>,
+    writer: Option<Arc<Mutex<()>>>,
+    /// The group commit every append goes through.
+    committer: commit::Committer,
 }
 
 impl SeaStore {
@@ -100,15 +104,27 @@ impl SeaStore {
     /// `postgres://USER@HOST/DB` (or `postgresql://`); any other URL is
     /// [`StoreError::UnsupportedUrl`].
     pub async fn connect(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
-        let (db, writer) = if url.starts_with("sqlite:") {
-            (connect_sqlite(url, options).await?, Some(Mutex::new(())))
+        if url.starts_with("sqlite:") {
+            let db = connect_sqlite(url, options, false).await?;
+            Migrator::up(&db, None).await?;
+            let writer = Some(Arc::new(Mutex::new(())));
+            // The group commit's own connection, so it can switch `synchronous` per commit; an
+            // in-memory database has only the one connection.
+            let committer = if is_sqlite_memory(url) {
+                commit::Committer::start(db.clone(), false, writer.clone(), options.durability)
+            } else {
+                let own = connect_sqlite(url, options, true).await?;
+                commit::Committer::start(own, true, writer.clone(), options.durability)
+            };
+            Ok(Self { db, writer, committer })
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            (connect_postgres(url, options).await?, None)
+            let db = connect_postgres(url, options).await?;
+            Migrator::up(&db, None).await?;
+            let committer = commit::Committer::start(db.clone(), false, None, options.durability);
+            Ok(Self { db, writer: None, committer })
         } else {
-            return Err(StoreError::UnsupportedUrl(url.to_owned()));
-        };
-        Migrator::up(&db, None).await?;
-        Ok(Self { db, writer })
+            Err(StoreError::UnsupportedUrl(url.to_owned()))
+        }
     }
 
     /// Which database this store runs on.
@@ -141,7 +157,9 @@ impl SeaStore {
     }
 }
 
-async fn connect_sqlite(url: &str, options: StoreOptions) -> Result<DatabaseConnection, StoreError> {
+/// The pool of a SQLite database; with `writer`, the one long-lived connection of the group
+/// commit (never recycled, so the `synchronous` it switched stays as it left it).
+async fn connect_sqlite(url: &str, options: StoreOptions, writer: bool) -> Result<DatabaseConnection, StoreError> {
     let synchronous = match options.durability {
         Durability::Full => SqliteSynchronous::Full,
         Durability::Normal => SqliteSynchronous::Normal,
@@ -156,7 +174,9 @@ async fn connect_sqlite(url: &str, options: StoreOptions) -> Result<DatabaseConn
             .busy_timeout(SQLITE_BUSY_TIMEOUT)
             .synchronous(synchronous)
     });
-    if is_sqlite_memory(url) {
+    if writer {
+        connect.max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None);
+    } else if is_sqlite_memory(url) {
         // Each connection to `:memory:` would see its own database, and the database vanishes
         // with its last connection: keep exactly one, forever.
         connect.max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None);
@@ -300,6 +320,7 @@ impl ConversationStore for SeaStore {
     }
 
     async fn close(&self) -> Result<(), StoreError> {
+        self.committer.close().await?;
         Ok(self.db.close_by_ref().await?)
     }
 
@@ -364,8 +385,8 @@ impl ConversationStore for SeaStore {
     }
 
     async fn append_event(&self, conversation: ConversationId, event: TurnEvent) -> Result<EventEnvelope, StoreError> {
-        debug_assert!(event.is_durable(), "{} is ephemeral and must not be stored", event.kind());
-        self.write_event(conversation, event, None).await
+        let mut events = self.committer.entries(conversation, vec![Append::Event(event)], None, true).await?;
+        events.pop().ok_or_else(|| corrupt("events", "an append of one event stored none"))
     }
 
     async fn messages_after(
@@ -458,8 +479,9 @@ impl ConversationStore for SeaStore {
         &self,
         conversation: ConversationId,
         messages: &[colloquy_core_model::MessageId],
+        fence: Option<FencingToken>,
     ) -> Result<Vec<EventEnvelope>, StoreError> {
-        self.admit(conversation, messages).await
+        self.admit(conversation, messages, fence).await
     }
 
     async fn queued_messages(&self, conversation: ConversationId) -> Result<Vec<Message>, StoreError> {
@@ -488,16 +510,14 @@ impl ConversationStore for SeaStore {
         after_seq: u64,
         limit: u64,
     ) -> Result<Vec<EventEnvelope>, StoreError> {
-        events::Entity::find()
+        let rows = events::Entity::find()
             .filter(events::Column::ConversationId.eq(conversation.as_uuid()))
             .filter(events::Column::Seq.gt(to_db_count(after_seq)))
             .order_by_asc(events::Column::Seq)
             .limit(db_limit(limit))
             .all(&self.db)
-            .await?
-            .into_iter()
-            .map(events::Model::into_domain)
-            .collect()
+            .await?;
+        events::into_domains(&self.db, rows).await
     }
     async fn append_messages(
         &self,
@@ -514,7 +534,17 @@ impl ConversationStore for SeaStore {
         event: TurnEvent,
         fence: FencingToken,
     ) -> Result<EventEnvelope, StoreError> {
-        self.write_event(conversation, event, Some(fence)).await
+        let mut events = self.committer.entries(conversation, vec![Append::Event(event)], Some(fence), true).await?;
+        events.pop().ok_or_else(|| corrupt("events", "an append of one event stored none"))
+    }
+
+    async fn append_batch(
+        &self,
+        conversation: ConversationId,
+        entries: Vec<Append>,
+        options: AppendOptions,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        self.committer.entries(conversation, entries, options.fence, options.sync).await
     }
 
     async fn update_conversation(

@@ -49,6 +49,18 @@ pub(super) async fn remove_messages(
     ids: &[MessageId],
     now: Timestamp,
 ) -> Result<Vec<EventEnvelope>, StoreError> {
+    // The events that refer to these messages get their copy back first, so the log still
+    // reads whole once the rows are gone.
+    let referring = events::Entity::find()
+        .filter(events::Column::ConversationId.eq(conversation.as_uuid()))
+        .filter(events::Column::MessageId.is_in(ids.iter().map(MessageId::as_uuid)))
+        .all(txn)
+        .await?;
+    let created: Vec<Timestamp> = referring.iter().map(|row| row.created_at).collect();
+    for (envelope, created_at) in events::into_domains(txn, referring).await?.into_iter().zip(created) {
+        let seq = envelope.seq.unwrap_or_default();
+        events::new_row_whole(conversation, seq, &envelope.event, created_at)?.update(txn).await?;
+    }
     let (mut input, mut output, mut cost) = (0u64, 0u64, 0.0f64);
     for id in ids {
         let message = find(txn, conversation, *id).await?.into_domain()?;

@@ -147,12 +147,19 @@ pub(super) async fn fork_conversation(
         .order_by_asc(events::Column::Seq)
         .all(txn)
         .await?;
-    for row in source_events {
-        let created_at = row.created_at;
-        let envelope = row.into_domain()?;
+    let created: Vec<Timestamp> = source_events.iter().map(|row| row.created_at).collect();
+    for (envelope, created_at) in events::into_domains(txn, source_events).await?.into_iter().zip(created) {
         let seq = envelope.seq.unwrap_or_default();
+        // A message copied into the fork is referred to; one that is not (a prompt still queued
+        // at the fork point) stays whole in its event.
+        let copied = envelope.event.recorded_message().is_some_and(|message| copies.contains_key(&message.id));
         let event = rewrite_event(envelope.event, new_id, &copies);
-        event_rows.push(events::new_row(new_id, seq, &event, created_at)?);
+        let row = if copied {
+            events::new_row(new_id, seq, &event, created_at)?
+        } else {
+            events::new_row_whole(new_id, seq, &event, created_at)?
+        };
+        event_rows.push(row);
     }
 
     let participant_rows: Vec<participants::ActiveModel> = participants::Entity::find()

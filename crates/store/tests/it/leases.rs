@@ -40,6 +40,12 @@ pub async fn stale_fencing_token_is_refused(store: Arc<SeaStore>) {
     assert!(matches!(store.release_lease(&lease).await, Err(StoreError::StaleLease(_))));
     assert_eq!(store.conversation(id).await.unwrap().last_seq, 2);
     store.append_event_fenced(id, turn_start(2), taken.token).await.unwrap();
+    // Admitting a queued prompt is fenced too: only the holder brings it into the history.
+    let queued = store.append_message(id, text("queued by anyone"), MessageEvent::Queued).await.unwrap();
+    let late = store.admit_messages(id, &[queued.message.id], Some(lease.token)).await;
+    assert!(matches!(late, Err(StoreError::StaleLease(_))), "{late:?}");
+    assert_eq!(store.queued_messages(id).await.unwrap().len(), 1, "a refused admission writes nothing");
+    assert_eq!(store.admit_messages(id, &[queued.message.id], Some(taken.token)).await.unwrap().len(), 1);
 
     // A released lease fences nothing any more; the next one is newer still.
     store.release_lease(&taken).await.unwrap();

@@ -87,6 +87,8 @@ suite!(
     leases::api_keys_are_stored_hashed,
     events::events_after_returns_exactly_the_later_events,
     events::messages_after_pages_by_seq,
+    events::message_content_is_stored_once_and_the_log_reads_back_whole,
+    events::a_batch_for_a_closed_conversation_fails_alone_in_its_group,
     concurrency::concurrent_appenders_get_every_seq_once,
     concurrency::concurrent_retries_store_one_message,
     schema::migrations_go_down_and_up_again,

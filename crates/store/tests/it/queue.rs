@@ -50,7 +50,7 @@ pub async fn queued_messages_join_the_history_when_admitted(store: Arc<SeaStore>
         ..NewMessage::new(MessageRole::Assistant, vec![ContentPart::text("6")])
     };
     store.append_message(id, reply, MessageEvent::End { turn_id: TurnId::new() }).await.unwrap();
-    let admitted = store.admit_messages(id, &[second.message.id]).await.unwrap();
+    let admitted = store.admit_messages(id, &[second.message.id], None).await.unwrap();
     assert_eq!(admitted.len(), 1);
     let TurnEvent::MessagePosted { message } = &admitted[0].event else { panic!("{admitted:?}") };
     assert_eq!((message.id, message.seq, admitted[0].seq), (second.message.id, 6, Some(6)));
@@ -64,12 +64,12 @@ pub async fn queued_messages_join_the_history_when_admitted(store: Arc<SeaStore>
 
     // Admitting something that is not queued writes nothing.
     let before = store.conversation(id).await.unwrap().last_seq;
-    let refused = store.admit_messages(id, &[third.message.id, second.message.id]).await;
+    let refused = store.admit_messages(id, &[third.message.id, second.message.id], None).await;
     assert!(matches!(refused, Err(StoreError::MessageNotFound { .. })), "{refused:?}");
     assert_eq!(store.conversation(id).await.unwrap().last_seq, before);
     assert_eq!(store.queued_messages(id).await.unwrap(), std::slice::from_ref(&third.message));
 
-    store.admit_messages(id, &[third.message.id]).await.unwrap();
+    store.admit_messages(id, &[third.message.id], None).await.unwrap();
     assert!(store.queued_messages(id).await.unwrap().is_empty());
     let log = store.events_after(id, 0, 100).await.unwrap();
     assert_eq!(
