@@ -8,6 +8,7 @@ use std::sync::Arc;
 use colloquy_core_model::{AgentSpec, ContentPart, Options};
 use colloquy_engine::generate_with_tools;
 use colloquy_llm_providers::{LlmProvider, OpenAiCompatible, OpenAiCompatibleConfig, ScriptStep, ScriptedProvider};
+use colloquy_store::{SeaStore, StoreOptions};
 use colloquy_tools::{ToolExecutor, ToolRegistry};
 
 #[tokio::main]
@@ -34,7 +35,9 @@ async fn main() -> anyhow::Result<()> {
     };
     let tools = ToolExecutor::new(Arc::new(ToolRegistry::with_builtins()));
     let prompt = vec![ContentPart::text("What is 17 * 23?")];
-    let generated = generate_with_tools(provider, tools, spec, Options::default(), prompt).await?;
+    // Opened once, reused by every call; in memory, so nothing is kept.
+    let store = Arc::new(SeaStore::connect("sqlite::memory:", StoreOptions::default()).await?);
+    let generated = generate_with_tools(store, provider, tools, spec, Options::default(), prompt).await?;
     for message in &generated.messages {
         println!("{:>9}: {}", message.role.as_str(), serde_json::to_string(&message.content)?);
     }

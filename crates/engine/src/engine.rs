@@ -1,26 +1,23 @@
 //! The engine's public handle: post messages, subscribe, cancel, wait for idle.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use colloquy_core_model::limits::{MAX_JSON_DEPTH, MAX_PARTICIPANTS, json_depth};
 use colloquy_core_model::{
-    AgentSpec, ContentPart, Conversation, ConversationId, ConversationKind, EventEnvelope, Message, MessageRole,
-    NewMessage, Participant, ParticipantId, ParticipantKind, ParticipantRole, TurnEvent,
+    AgentSpec, ContentPart, Conversation, ConversationId, ConversationKind, Message, MessageRole, NewMessage,
+    Participant, ParticipantId, ParticipantKind, ParticipantRole, TurnEvent,
 };
-use colloquy_llm_providers::LlmProvider;
 use colloquy_store::{AppendedMessage, ConversationStore, MessageEvent, NewConversation, NewParticipant, StoreError};
 use colloquy_tools::ToolExecutor;
 
 use crate::context::{ContextWindow, MessageTransformer};
 use crate::fanout::{Hub, Subscription};
-use crate::runner::{self, Runner, Start};
+use crate::inner::{Inner, ProviderRegistry};
+use crate::runner::{self, Start};
+use crate::table::Runner;
 use crate::{EngineError, turn};
-
-/// Providers by the name agents use for them (`AgentSpec::provider`).
-pub type ProviderRegistry = HashMap<String, Arc<dyn LlmProvider>>;
 
 /// What to do with a prompt that arrives while a turn runs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -72,144 +69,6 @@ pub struct Quarantined {
     pub conversation: ConversationId,
     /// What failed, for the operator.
     pub reason: String,
-}
-
-pub(crate) struct Inner {
-    pub(crate) store: Arc<dyn ConversationStore>,
-    pub(crate) providers: ProviderRegistry,
-    pub(crate) tools: ToolExecutor,
-    /// Shapes every request's messages (the context window by default).
-    pub(crate) transformer: Arc<dyn MessageTransformer>,
-    hub: Hub,
-    /// One runner per conversation with a turn in progress: turns of one conversation never
-    /// overlap.
-    runners: Mutex<HashMap<ConversationId, Runner>>,
-    /// Conversations whose stored data cannot be read back, with why: they are refused instead
-    /// of failing over and over, and listed for the operator.
-    quarantined: Mutex<HashMap<ConversationId, String>>,
-    /// How many prompts may wait behind a running turn per conversation.
-    max_queued: AtomicUsize,
-    /// The models each provider said it serves, asked at first need.
-    models: crate::conversations::ModelCache,
-}
-
-impl Inner {
-    /// Stores a durable event, then publishes it.
-    pub(crate) async fn emit(&self, conversation: ConversationId, event: TurnEvent) -> Result<u64, StoreError> {
-        let started = std::time::Instant::now();
-        let envelope = self.store.append_event(conversation, event).await?;
-        crate::telemetry::store_append(started.elapsed());
-        let seq = envelope.seq.unwrap_or_default();
-        self.hub.publish(envelope);
-        Ok(seq)
-    }
-
-    /// Stores a message with the event that records it, then publishes the event.
-    pub(crate) async fn emit_message(
-        &self,
-        conversation: ConversationId,
-        message: NewMessage,
-        event: MessageEvent,
-    ) -> Result<Message, StoreError> {
-        let started = std::time::Instant::now();
-        let appended = self.store.append_message(conversation, message, event).await?;
-        crate::telemetry::store_append(started.elapsed());
-        if let Some(envelope) = appended.event {
-            self.hub.publish(envelope);
-        }
-        Ok(appended.message)
-    }
-
-    /// Publishes an event the store has already recorded.
-    pub(crate) fn publish(&self, envelope: EventEnvelope) {
-        self.hub.publish(envelope);
-    }
-
-    /// Publishes an ephemeral event (not stored, no seq).
-    pub(crate) fn emit_ephemeral(&self, conversation: ConversationId, event: TurnEvent) {
-        debug_assert!(!event.is_durable());
-        self.hub.publish(EventEnvelope { conversation_id: conversation, seq: None, event });
-    }
-
-    fn runners(&self) -> std::sync::MutexGuard<'_, HashMap<ConversationId, Runner>> {
-        // Every update of the map is a single insert, remove or field write.
-        self.runners.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The models `provider` serves, asked once and remembered; `refresh` asks again (for a
-    /// model the remembered list lacks, in case the server has gained it since).
-    pub(crate) async fn models(
-        &self,
-        name: &str,
-        provider: &Arc<dyn LlmProvider>,
-        refresh: bool,
-    ) -> Option<Vec<String>> {
-        let mut cache = self.models.lock().await;
-        if let Some(known) = cache.get(name).filter(|_| !refresh) {
-            return known.clone();
-        }
-        let listed = provider.models().await;
-        cache.insert(name.to_owned(), listed.clone());
-        listed
-    }
-
-    /// Runs `change` on the conversation's runner, if it has one, under the table's lock.
-    pub(crate) fn with_runner<T>(
-        &self,
-        conversation: ConversationId,
-        change: impl FnOnce(&mut Runner) -> T,
-    ) -> Option<T> {
-        self.runners().get_mut(&conversation).map(change)
-    }
-
-    /// Removes the runner if it has nothing left to do (no queued prompt, none being stored, no
-    /// `continue` asked for); returns whether it did. Posts see the removal under the same lock,
-    /// so none can slip into a queue that nobody will read.
-    pub(crate) fn finish_if_idle(&self, conversation: ConversationId) -> bool {
-        let mut runners = self.runners();
-        let idle = runners.get(&conversation).is_none_or(|runner| runner.queue_is_empty() && !runner.force);
-        if idle && let Some(runner) = runners.remove(&conversation) {
-            runner.done.send_replace(true);
-        }
-        idle
-    }
-
-    /// Removes runner `id` whatever it still holds (its task is ending), unless it is gone
-    /// already. Queued prompts stay stored; the next runner of the conversation, or recovery at
-    /// the next start, admits them.
-    pub(crate) fn stop_runner(&self, conversation: ConversationId, id: u64) {
-        let mut runners = self.runners();
-        if runners.get(&conversation).is_some_and(|runner| runner.id == id)
-            && let Some(runner) = runners.remove(&conversation)
-        {
-            runner.done.send_replace(true);
-        }
-    }
-
-    /// Logs a store failure of a conversation's runner; quarantines the conversation when its
-    /// stored data cannot be read back.
-    pub(crate) fn store_failed(&self, conversation: ConversationId, error: &StoreError) {
-        if error.is_unreadable() {
-            tracing::error!(%conversation, %error, "conversation quarantined: its stored data cannot be read back; \
-                repair or delete it, then restart (listed at /readyz)");
-            self.quarantine().insert(conversation, error.to_string());
-        } else {
-            tracing::error!(%conversation, %error, "the conversation's runner stopped on a store failure; the next \
-                message or restart picks its queued prompts up again");
-        }
-    }
-
-    fn quarantine(&self) -> std::sync::MutexGuard<'_, HashMap<ConversationId, String>> {
-        self.quarantined.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Refuses a conversation that is quarantined.
-    fn check_available(&self, conversation: ConversationId) -> Result<(), EngineError> {
-        match self.quarantine().get(&conversation) {
-            Some(reason) => Err(EngineError::Unavailable { conversation, reason: reason.clone() }),
-            None => Ok(()),
-        }
-    }
 }
 
 /// Runs conversations. Cheap to clone; all clones share one state.
@@ -358,6 +217,7 @@ impl Engine {
             quarantined: Mutex::default(),
             max_queued: AtomicUsize::new(Self::DEFAULT_MAX_QUEUED_PROMPTS),
             models: crate::conversations::ModelCache::default(),
+            cluster: std::sync::OnceLock::new(),
         };
         Self { inner: Arc::new(inner) }
     }
@@ -389,15 +249,7 @@ impl Engine {
                 }
                 other => other?,
             }
-            let mut runners = self.inner.runners();
-            if runners.contains_key(&conversation) {
-                continue;
-            }
-            let runner = Runner::new(false);
-            let id = runner.id;
-            runners.insert(conversation, runner);
-            drop(runners);
-            runner::spawn(Arc::clone(&self.inner), conversation, id, start);
+            runner::start_if_idle(&self.inner, conversation, start);
         }
         Ok(open.len())
     }
@@ -407,7 +259,7 @@ impl Engine {
         let store = &self.inner.store;
         let record = store.conversation(conversation).await?;
         store.participants(conversation).await?;
-        let limit = crate::responders::HISTORY_LIMIT;
+        let limit = crate::state::HISTORY_LIMIT;
         store.messages_after(conversation, record.last_seq.saturating_sub(limit), limit).await?;
         store.queued_messages(conversation).await?;
         if let Start::Recover(start_seq) = start {
@@ -506,6 +358,11 @@ impl Engine {
         &self.inner
     }
 
+    /// What runners it starts share.
+    pub(crate) fn shared(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+
     /// The store it records into.
     pub fn store(&self) -> &Arc<dyn ConversationStore> {
         &self.inner.store
@@ -570,7 +427,10 @@ impl Engine {
             self.inner.with_runner(conversation, |runner| runner.queue_write_finished(landed));
             return self.posted(appended?);
         };
-        let appended = self.inner.store.append_message(conversation, message, MessageEvent::Posted).await;
+        // In a cluster another node may be running a turn here: the prompt is stored queued, and
+        // whoever holds the lease (this runner, once it has taken it) admits it.
+        let event = if self.inner.cluster.get().is_some() { MessageEvent::Queued } else { MessageEvent::Posted };
+        let appended = self.inner.store.append_message(conversation, message, event).await;
         // Start the runner whatever happened: it answers what awaits an answer, or stops.
         runner::spawn(Arc::clone(&self.inner), conversation, id, Start::Fresh);
         self.posted(appended?)

@@ -1,7 +1,7 @@
 //! Live fan-out of a conversation's events, and subscriptions that replay the durable log first.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use colloquy_core_model::{ConversationId, EventEnvelope};
 use colloquy_store::{ConversationStore, StoreError};
@@ -13,31 +13,129 @@ const CHANNEL_CAPACITY: usize = 1024;
 /// Durable events read from the store per page while a subscriber catches up.
 const REPLAY_PAGE: u64 = 500;
 
+/// Carries the events this node publishes to the other nodes of a cluster (over NATS in the
+/// gateway). It must not block: it queues, and may drop under overload, since the other nodes
+/// fill gaps from the durable log by seq.
+pub trait Relay: Send + Sync {
+    /// Sends one event (durable or ephemeral) on its way to the other nodes.
+    fn relay(&self, envelope: &EventEnvelope);
+}
+
+/// A conversation's live channel, with the newest durable seq that went through it.
+#[derive(Debug)]
+struct Channel {
+    sender: broadcast::Sender<Arc<EventEnvelope>>,
+    newest: u64,
+}
+
 /// One broadcast channel per conversation that has subscribers.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Hub {
-    channels: Mutex<HashMap<ConversationId, broadcast::Sender<Arc<EventEnvelope>>>>,
+    channels: Mutex<HashMap<ConversationId, Channel>>,
+    /// Set when the engine joins a cluster: what this node publishes also goes to the others.
+    relay: OnceLock<Arc<dyn Relay>>,
+    /// The newest durable seq published per conversation with a runner, so that a runner knows
+    /// without a read whether someone else wrote (see `state.rs`).
+    /// Keyed by conversation: the tracking runner's id and the seq.
+    seqs: Mutex<HashMap<ConversationId, (u64, u64)>>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").field("relayed", &self.relay.get().is_some()).finish_non_exhaustive()
+    }
 }
 
 impl Hub {
-    fn channels(&self) -> std::sync::MutexGuard<'_, HashMap<ConversationId, broadcast::Sender<Arc<EventEnvelope>>>> {
+    fn channels(&self) -> std::sync::MutexGuard<'_, HashMap<ConversationId, Channel>> {
         // The map stays consistent even if a holder panicked: every update is a single call.
         self.channels.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Sends an event to the conversation's live subscribers, if it has any.
-    pub(crate) fn publish(&self, envelope: EventEnvelope) {
-        let mut channels = self.channels();
-        let conversation = envelope.conversation_id;
-        if let Some(sender) = channels.get(&conversation)
-            && sender.send(Arc::new(envelope)).is_err()
-        {
-            channels.remove(&conversation);
+    fn seqs(&self) -> std::sync::MutexGuard<'_, HashMap<ConversationId, (u64, u64)>> {
+        self.seqs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts tracking the newest durable seq published for the conversation (its runner is about
+    /// to load it).
+    pub(crate) fn track_seq(&self, conversation: ConversationId, runner: u64) {
+        self.seqs().insert(conversation, (runner, 0));
+    }
+
+    /// The newest durable seq published for the conversation since [`Hub::track_seq`] (0 if
+    /// none).
+    pub(crate) fn last_seq(&self, conversation: ConversationId) -> u64 {
+        self.seqs().get(&conversation).map_or(0, |(_, seq)| *seq)
+    }
+
+    /// Stops tracking the conversation's seq for `runner` (it ended; the next one loads afresh),
+    /// unless a newer runner tracks it already.
+    pub(crate) fn forget_seq(&self, conversation: ConversationId, runner: u64) {
+        let mut seqs = self.seqs();
+        if seqs.get(&conversation).is_some_and(|(id, _)| *id == runner) {
+            seqs.remove(&conversation);
         }
     }
 
-    fn subscribe(&self, conversation: ConversationId) -> broadcast::Receiver<Arc<EventEnvelope>> {
-        self.channels().entry(conversation).or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0).subscribe()
+    /// Sends what this node publishes to the other nodes too (once, when joining a cluster).
+    pub(crate) fn set_relay(&self, relay: Arc<dyn Relay>) -> bool {
+        self.relay.set(relay).is_ok()
+    }
+
+    /// Sends an event to the conversation's live subscribers, if it has any (and to the other
+    /// nodes, in a cluster).
+    pub(crate) fn publish(&self, envelope: EventEnvelope) {
+        if let Some(relay) = self.relay.get() {
+            relay.relay(&envelope);
+        }
+        self.deliver(envelope.conversation_id, envelope.seq, || Arc::new(envelope));
+    }
+
+    /// [`Hub::publish`] for an event the caller keeps: copied only if somebody listens.
+    pub(crate) fn publish_copy(&self, envelope: &EventEnvelope) {
+        if let Some(relay) = self.relay.get() {
+            relay.relay(envelope);
+        }
+        self.deliver(envelope.conversation_id, envelope.seq, || Arc::new(envelope.clone()));
+    }
+
+    /// Hands an event another node published (or that a gap check read from the log) to this
+    /// node's subscribers; it is not relayed again.
+    pub(crate) fn publish_remote(&self, envelope: EventEnvelope) {
+        self.deliver(envelope.conversation_id, envelope.seq, || Arc::new(envelope));
+    }
+
+    /// The conversations this node's clients follow, with the newest durable seq each channel
+    /// has carried.
+    pub(crate) fn followed(&self) -> Vec<(ConversationId, u64)> {
+        self.channels().iter().map(|(conversation, channel)| (*conversation, channel.newest)).collect()
+    }
+
+    /// Notes a durable `seq` for the conversation's runner, then hands the event (made only when
+    /// someone listens) to the live subscribers.
+    fn deliver(&self, conversation: ConversationId, seq: Option<u64>, event: impl FnOnce() -> Arc<EventEnvelope>) {
+        if let Some(seq) = seq
+            && let Some((_, newest)) = self.seqs().get_mut(&conversation)
+        {
+            *newest = (*newest).max(seq);
+        }
+        let mut channels = self.channels();
+        if let Some(channel) = channels.get_mut(&conversation) {
+            channel.newest = channel.newest.max(seq.unwrap_or(0));
+            if channel.sender.send(event()).is_err() {
+                channels.remove(&conversation);
+            }
+        }
+    }
+
+    /// A receiver of the conversation's live events; `from_seq` is where its reader starts, so
+    /// that a gap check does not look further back than anyone needs.
+    fn subscribe(&self, conversation: ConversationId, from_seq: u64) -> broadcast::Receiver<Arc<EventEnvelope>> {
+        let mut channels = self.channels();
+        let channel = channels
+            .entry(conversation)
+            .or_insert_with(|| Channel { sender: broadcast::channel(CHANNEL_CAPACITY).0, newest: from_seq });
+        channel.sender.subscribe()
     }
 }
 
@@ -69,7 +167,7 @@ impl Subscription {
         after_seq: u64,
     ) -> Self {
         // Listen before reading the log, so nothing published meanwhile is missed.
-        let live = hub.subscribe(conversation);
+        let live = hub.subscribe(conversation, after_seq);
         Self { conversation, store, live, last_seq: after_seq, backlog: VecDeque::new(), catching_up: true }
     }
 

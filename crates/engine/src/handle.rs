@@ -8,7 +8,7 @@ use colloquy_core_model::{
     Participant, ParticipantId, ParticipantKind, ParticipantRole, StopReason, ToolCallId, Totals, TurnEvent, Usage,
 };
 use colloquy_llm_providers::LlmProvider;
-use colloquy_store::{MessageEvent, NewConversation, NewParticipant, SeaStore, StoreOptions};
+use colloquy_store::{ConversationStore, MessageEvent, NewConversation, NewParticipant};
 use colloquy_tools::ToolExecutor;
 
 use crate::{Engine, EngineError, PostMessage, Posted, ProviderRegistry, QueuePolicy, Subscription};
@@ -138,8 +138,15 @@ impl ConversationHandle {
         }
         let mut message = NewMessage::new(role, content);
         message.sender = Some(if role == MessageRole::Assistant { self.agent } else { self.user });
-        let appended = self.engine.inner().emit_message(self.id, message, MessageEvent::Posted).await?;
-        Ok(appended)
+        let entry = colloquy_store::Append::Message(message, MessageEvent::Posted);
+        let mut recorded = self.engine.inner().record(self.id, vec![entry], true).await?;
+        match recorded.pop().map(|envelope| envelope.event) {
+            Some(colloquy_core_model::TurnEvent::MessagePosted { message }) => Ok(message),
+            _ => Err(EngineError::Store(colloquy_store::StoreError::Corrupt {
+                what: "messages",
+                detail: "an append of one message stored none".to_owned(),
+            })),
+        }
     }
 
     /// Replaces a stored message's content (same id and seq), for the following requests. An
@@ -286,19 +293,22 @@ impl Generated {
 }
 
 /// One prompt, answered with tools, without keeping anything: the same turn loop as a
-/// conversation (tool calls, results back to the model, limits), over an in-memory store.
+/// conversation (tool calls, results back to the model, limits), over `store`, in a conversation
+/// deleted once it is answered. Open the store once and pass it to every call (an in-memory
+/// `SeaStore::connect("sqlite::memory:", ..)` keeps nothing on disk); nothing is migrated or
+/// opened per call.
 pub async fn generate_with_tools(
+    store: Arc<dyn ConversationStore>,
     provider: Arc<dyn LlmProvider>,
     tools: ToolExecutor,
     spec: AgentSpec,
     options: Options,
     prompt: Vec<ContentPart>,
 ) -> Result<Generated, EngineError> {
-    let store = SeaStore::connect("sqlite::memory:", StoreOptions::default()).await?;
     let spec = AgentSpec { provider: provider.name().to_owned(), ..spec };
     let mut providers = ProviderRegistry::new();
     providers.insert(spec.provider.clone(), provider);
-    let engine = Engine::new(Arc::new(store), providers, tools);
+    let engine = Engine::new(store, providers, tools);
     let conversation = engine.start(spec, options).await?;
     let post = PostMessage {
         sender: Some(conversation.user),
@@ -318,5 +328,6 @@ pub async fn generate_with_tools(
         })
         .ok_or(EngineError::NoAgent(conversation.id))?;
     let messages = conversation.history().await?.into_iter().filter(|m| m.role != MessageRole::User).collect();
+    engine.store().delete_conversation(conversation.id).await?;
     Ok(Generated { messages, stop, usage })
 }

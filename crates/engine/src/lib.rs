@@ -8,21 +8,28 @@
 //! nothing, and every tool call it persists gets exactly one persisted result.
 
 mod accounts;
+mod cluster;
 mod context;
 mod conversations;
 mod engine;
 mod error;
 mod fanout;
 mod handle;
+mod inner;
+mod lease;
 mod post;
+mod recorder;
 mod responders;
 mod runner;
+mod state;
+mod table;
 mod telemetry;
 mod turn;
 
 pub use colloquy_llm_providers::count_tokens;
 pub use context::{ContextWindow, MessageTransformer, TransformContext};
-pub use engine::{Engine, PostMessage, Posted, ProviderRegistry, Quarantined, QueuePolicy};
+pub use engine::{Engine, PostMessage, Posted, Quarantined, QueuePolicy};
 pub use error::EngineError;
-pub use fanout::Subscription;
+pub use fanout::{Relay, Subscription};
 pub use handle::{ConversationHandle, ConversationState, Generated, generate_with_tools};
+pub use inner::{ClusterOptions, ProviderRegistry};

@@ -5,17 +5,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use colloquy_core_model::{
-    AgentSpec, ContentPart, Conversation, ConversationId, ConversationKind, Message, MessageRole, Participant,
-    ParticipantId, ParticipantKind, ResponderPolicy, ToolChoice,
+    AgentSpec, ContentPart, Conversation, ConversationKind, Message, MessageRole, Participant, ParticipantId,
+    ParticipantKind, ResponderPolicy, ToolChoice,
 };
 use colloquy_llm_providers::{LlmRequest, RequestMessage, ResponseAccumulator};
-use colloquy_store::StoreError;
 use futures::StreamExt;
 
-use crate::engine::Inner;
-
-/// Messages read to plan and run turns; the context window decides how many are sent.
-pub(crate) const HISTORY_LIMIT: u64 = 10_000;
+use crate::inner::ProviderRegistry;
+use crate::state::Loaded;
 
 /// An agent that can answer, with how it answers.
 pub(crate) type Agent = (Participant, AgentSpec);
@@ -49,46 +46,50 @@ pub(crate) fn names(
 ///
 /// With `force` and nothing awaiting an answer, the first agent answers anyway: it continues
 /// from the history as it is (the seeds' `continue`).
+///
+/// Works on the loaded state alone (no store reads); only the `selector` policy asks a model.
 pub(crate) async fn plan(
-    inner: &Inner,
-    conversation: ConversationId,
+    providers: &ProviderRegistry,
+    loaded: &Loaded,
     answered_through: Option<u64>,
     force: bool,
-) -> Result<Option<Plan>, StoreError> {
-    let record = inner.store.conversation(conversation).await?;
-    let participants = inner.store.participants(conversation).await?;
+) -> Option<Plan> {
+    let (record, participants, history) = (&loaded.conversation, &loaded.participants, &loaded.history);
     let agents: Vec<Agent> = participants
         .iter()
         .filter(|p| p.kind == ParticipantKind::Agent && p.left_at.is_none())
         .filter_map(|p| p.agent.clone().map(|spec| (p.clone(), spec)))
         .collect();
     if agents.is_empty() {
-        return Ok(None);
+        return None;
     }
-    let after = record.last_seq.saturating_sub(HISTORY_LIMIT);
-    let history = inner.store.messages_after(conversation, after, HISTORY_LIMIT).await?;
     let is_agent = |id: Option<ParticipantId>| id.is_some_and(|id| agents.iter().any(|(a, _)| a.id == id));
     let threshold = match answered_through {
         Some(seq) => seq,
-        None => inner.store.last_turn_start(conversation).await?.unwrap_or(0),
+        None => loaded.last_turn_start.unwrap_or(0),
     };
-    let names = names(record.kind, &participants);
+    let names = names(record.kind, participants);
+    let plan = |trigger, responders| Plan {
+        conversation: record.clone(),
+        names: names.clone(),
+        history: history.clone(),
+        trigger,
+        responders,
+    };
     for (position, message) in history.iter().enumerate().filter(|(_, m)| m.seq > threshold) {
-        if !is_trigger(&record, message, &history[..position], &is_agent) {
+        if !is_trigger(record, message, &history[..position], &is_agent) {
             continue;
         }
-        let responders = responders(inner, &record, message, &history[..=position], &agents, names.as_deref()).await;
+        let responders = responders(providers, record, message, &history[..=position], &agents, names.as_deref()).await;
         if !responders.is_empty() {
-            let trigger = message.seq;
-            return Ok(Some(Plan { conversation: record, names, history, trigger, responders }));
+            return Some(plan(message.seq, responders));
         }
     }
     if force {
         let trigger = history.last().map_or(0, |m| m.seq);
-        let responders = agents.into_iter().take(1).collect();
-        return Ok(Some(Plan { conversation: record, names, history, trigger, responders }));
+        return Some(plan(trigger, agents.into_iter().take(1).collect()));
     }
-    Ok(None)
+    None
 }
 
 /// Whether a message asks for an answer: any human or service message; in agent-to-agent and
@@ -127,7 +128,7 @@ fn is_trigger(
 
 /// The agents that answer `message`, in order.
 async fn responders(
-    inner: &Inner,
+    providers: &ProviderRegistry,
     conversation: &Conversation,
     message: &Message,
     history: &[Message],
@@ -157,7 +158,7 @@ async fn responders(
                 next_after(last_speaker).into_iter().collect()
             }
             ResponderPolicy::Selector => {
-                let chosen = select_speaker(inner, &others, history, names).await;
+                let chosen = select_speaker(providers, &others, history, names).await;
                 chosen.or_else(|| next_after(message.sender)).into_iter().collect()
             }
         },
@@ -167,13 +168,13 @@ async fn responders(
 
 /// Asks the first candidate's model who should speak next; `None` if it fails or names nobody.
 async fn select_speaker<'a>(
-    inner: &Inner,
+    providers: &ProviderRegistry,
     candidates: &[&'a Agent],
     history: &[Message],
     names: Option<&HashMap<ParticipantId, String>>,
 ) -> Option<&'a Agent> {
     let (_, spec) = candidates.first()?;
-    let provider = inner.providers.get(&spec.provider)?;
+    let provider = providers.get(&spec.provider)?;
     let name_of = |id: Option<ParticipantId>| {
         id.and_then(|id| names.and_then(|n| n.get(&id)).cloned()).unwrap_or_else(|| "someone".to_owned())
     };
@@ -202,6 +203,7 @@ async fn select_speaker<'a>(
         tool_choice: ToolChoice::None,
         temperature: Some(0.0),
         max_tokens: Some(20),
+        conversation: None,
     };
     let mut stream = provider.stream(request);
     let mut accumulator = ResponseAccumulator::new();

@@ -8,90 +8,17 @@
 //! `all`. So the history in seq order is exactly the order the models saw, and every request
 //! ends with the prompt it answers.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use colloquy_core_model::{ConversationId, MessageId, QueueMode};
 use colloquy_store::StoreError;
-use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::Inner;
+use crate::inner::Inner;
+use crate::lease::{self, Hold};
+use crate::state::Loaded;
+use crate::table::Runner;
 use crate::turn;
-
-/// The state of one conversation's runner, kept in the engine's runner table while it exists.
-/// Every change happens under that table's lock, so posting and stopping never race.
-pub(crate) struct Runner {
-    /// Tells this runner from a later one of the same conversation, so that a task that ends
-    /// removes only its own entry.
-    pub(crate) id: u64,
-    /// Cancels the turn in progress.
-    pub(crate) cancel: CancellationToken,
-    /// Prompts waiting for the turn boundary, by the seq of their `message_queued`: admitted in
-    /// this order.
-    queue: BTreeMap<u64, MessageId>,
-    /// Posts that were told to queue but are not stored yet. The runner waits for them before
-    /// it admits or stops, so prompts are admitted in seq order and none is left behind.
-    queue_writes: usize,
-    /// Wakes the runner when a queued post has been stored.
-    landed: Arc<Notify>,
-    /// The next pass runs a turn even if nothing awaits an answer ([`crate::Engine::continue_conversation`]).
-    pub(crate) force: bool,
-    /// The engine is shutting down: stop after the current turn, leaving queued prompts stored
-    /// for the next start.
-    pub(crate) stopping: bool,
-    /// Becomes `true` when the runner stops, for [`crate::Engine::wait_for_idle`].
-    pub(crate) done: watch::Sender<bool>,
-}
-
-impl Runner {
-    pub(crate) fn new(force: bool) -> Self {
-        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-        Self {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            cancel: CancellationToken::new(),
-            queue: BTreeMap::new(),
-            queue_writes: 0,
-            landed: Arc::new(Notify::new()),
-            force,
-            stopping: false,
-            done: watch::Sender::new(false),
-        }
-    }
-
-    /// Puts a stored prompt in the queue (once, however often it is found).
-    fn enqueue(&mut self, seq: u64, id: MessageId) {
-        if self.queue.insert(seq, id).is_none() {
-            crate::telemetry::queued_prompts(1.0);
-        }
-    }
-
-    /// Prompts queued or being stored into the queue.
-    pub(crate) fn queued(&self) -> usize {
-        self.queue.len() + self.queue_writes
-    }
-
-    /// Whether no prompt is queued or being stored into the queue.
-    pub(crate) fn queue_is_empty(&self) -> bool {
-        self.queue.is_empty() && self.queue_writes == 0
-    }
-
-    /// A post decided to queue: the runner will wait for it.
-    pub(crate) fn queue_write_started(&mut self) {
-        self.queue_writes += 1;
-    }
-
-    /// The post that [`Runner::queue_write_started`] is stored (`Some` with its seq and id) or
-    /// failed or was a duplicate (`None`).
-    pub(crate) fn queue_write_finished(&mut self, queued: Option<(u64, MessageId)>) {
-        self.queue_writes = self.queue_writes.saturating_sub(1);
-        if let Some((seq, id)) = queued {
-            self.enqueue(seq, id);
-        }
-        self.landed.notify_one();
-    }
-}
 
 /// How a runner begins.
 pub(crate) enum Start {
@@ -106,11 +33,50 @@ pub(crate) enum Start {
 pub(crate) fn spawn(inner: Arc<Inner>, conversation: ConversationId, id: u64, start: Start) {
     tokio::spawn(async move {
         // However the task ends (a panic included), the conversation is not left busy for good.
-        let _leave = Leave { inner: Arc::clone(&inner), conversation, id };
-        if let Err(error) = run(&inner, conversation, start).await {
+        let leave = Leave { inner: Arc::clone(&inner), conversation, id };
+        let hold = match lease::take(&inner, conversation, id).await {
+            // The holder answers what is stored, this node's queued posts included.
+            Ok(Hold::Elsewhere) => return,
+            Ok(hold) => hold,
+            Err(error) => return inner.store_failed(conversation, &error),
+        };
+        if let Err(error) = run(&inner, conversation, id, start).await {
             inner.store_failed(conversation, &error);
         }
+        // Out of the table first, so that a post from now on starts a runner of its own.
+        drop(leave);
+        if lease::release(&inner, conversation, hold).await {
+            pick_up_after_release(&inner, conversation).await;
+        }
     });
+}
+
+/// Starts a runner for the conversation unless it has one: answers what awaits an answer, or
+/// stops at once. Returns whether it started one.
+pub(crate) fn start_if_idle(inner: &Arc<Inner>, conversation: ConversationId, start: Start) -> bool {
+    let mut runners = inner.runners();
+    if runners.contains_key(&conversation) {
+        return false;
+    }
+    let runner = Runner::new(false);
+    let id = runner.id;
+    runners.insert(conversation, runner);
+    drop(runners);
+    spawn(Arc::clone(inner), conversation, id, start);
+    true
+}
+
+/// After giving a lease up: a prompt another node stored while this one held the lease (that
+/// node found the lease taken and left the prompt to the holder) is answered now. Together with
+/// the holder reading the store's queue at every turn boundary, no stored prompt waits for good.
+async fn pick_up_after_release(inner: &Arc<Inner>, conversation: ConversationId) {
+    match inner.store.queued_messages(conversation).await {
+        Ok(queued) if !queued.is_empty() => {
+            start_if_idle(inner, conversation, Start::Fresh);
+        }
+        Ok(_) => {}
+        Err(error) => inner.store_failed(conversation, &error),
+    }
 }
 
 /// Takes the runner out of the table when its task ends.
@@ -123,19 +89,31 @@ struct Leave {
 impl Drop for Leave {
     fn drop(&mut self) {
         self.inner.stop_runner(self.conversation, self.id);
+        self.inner.hub.forget_seq(self.conversation, self.id);
     }
 }
 
-async fn run(inner: &Inner, conversation: ConversationId, start: Start) -> Result<(), StoreError> {
-    if let Start::Recover(start_seq) = start {
+async fn run(inner: &Inner, conversation: ConversationId, id: u64, start: Start) -> Result<(), StoreError> {
+    let open_turn = match start {
+        // In a cluster, another node may have died in a turn since this runner was asked for:
+        // the newest turn is looked at whatever the start (recovery leaves an ended one alone).
+        _ if inner.cluster.get().is_some() => inner.store.last_turn_start(conversation).await?,
+        Start::Recover(start_seq) => Some(start_seq),
+        Start::Fresh => None,
+    };
+    if let Some(start_seq) = open_turn {
         turn::recover(inner, conversation, start_seq, true).await?;
     }
     // Prompts a crash or a failed admission left queued in the store come first.
     for message in inner.store.queued_messages(conversation).await? {
         inner.with_runner(conversation, |runner| runner.enqueue(message.seq, message.id));
     }
+    // Loaded once; kept current by the turns, re-read only when someone else wrote.
+    inner.hub.track_seq(conversation, id);
+    let mut loaded = Loaded::load(inner.store.as_ref(), conversation).await?;
     let mut answered_through = None;
     loop {
+        loaded.refresh(inner.store.as_ref(), conversation, inner.hub.last_seq(conversation)).await?;
         let (force, cancel) = inner
             .with_runner(conversation, |runner| {
                 if runner.cancel.is_cancelled() {
@@ -144,12 +122,12 @@ async fn run(inner: &Inner, conversation: ConversationId, start: Start) -> Resul
                 (std::mem::take(&mut runner.force), runner.cancel.clone())
             })
             .unwrap_or_default();
-        let answered = turn::run(inner, conversation, answered_through, force, cancel).await?;
+        let answered = turn::run(inner, &mut loaded, answered_through, force, cancel).await;
         answered_through = answered.or(answered_through);
         if inner.with_runner(conversation, |runner| runner.stopping).unwrap_or(true) {
             return Ok(());
         }
-        let admitted = admit(inner, conversation).await?;
+        let admitted = admit(inner, &mut loaded).await?;
         // Something was answered (its reply may call for another answer) or admitted: look again.
         if answered.is_some() || admitted {
             continue;
@@ -163,7 +141,14 @@ async fn run(inner: &Inner, conversation: ConversationId, start: Start) -> Resul
 /// At a turn boundary: waits for queued posts still being stored, then admits the next queued
 /// prompt (or all of them, for `queue_mode: all`) into the history. Returns whether it admitted
 /// any.
-async fn admit(inner: &Inner, conversation: ConversationId) -> Result<bool, StoreError> {
+async fn admit(inner: &Inner, loaded: &mut Loaded) -> Result<bool, StoreError> {
+    let conversation = loaded.conversation.id;
+    // In a cluster, other nodes store prompts for this holder to admit.
+    if inner.cluster.get().is_some() {
+        for message in inner.store.queued_messages(conversation).await? {
+            inner.with_runner(conversation, |runner| runner.enqueue(message.seq, message.id));
+        }
+    }
     let waiting = loop {
         let step = inner.with_runner(conversation, |runner| {
             if runner.queue_writes > 0 { Err(Arc::clone(&runner.landed)) } else { Ok(!runner.queue.is_empty()) }
@@ -177,7 +162,8 @@ async fn admit(inner: &Inner, conversation: ConversationId) -> Result<bool, Stor
     if !waiting {
         return Ok(false);
     }
-    let mode = inner.store.conversation(conversation).await?.options.queue_mode;
+    loaded.refresh(inner.store.as_ref(), conversation, inner.hub.last_seq(conversation)).await?;
+    let mode = loaded.conversation.options.queue_mode;
     let batch: Vec<MessageId> = inner
         .with_runner(conversation, |runner| match mode {
             QueueMode::OneAtATime => runner.queue.pop_first().map(|(_, id)| id).into_iter().collect(),
@@ -185,7 +171,8 @@ async fn admit(inner: &Inner, conversation: ConversationId) -> Result<bool, Stor
         })
         .unwrap_or_default();
     crate::telemetry::queued_prompts(-(batch.len() as f64));
-    for envelope in inner.store.admit_messages(conversation, &batch).await? {
+    for envelope in inner.store.admit_messages(conversation, &batch, inner.fence(conversation)).await? {
+        loaded.apply(&envelope);
         inner.publish(envelope);
     }
     Ok(!batch.is_empty())

@@ -116,3 +116,8 @@ pub(crate) fn store_append(took: Duration) {
 pub(crate) fn queued_prompts(by: f64) {
     metrics::gauge!("colloquy_queued_prompts").increment(by);
 }
+
+/// A conversation's lease was `taken`, `released` or `lost` (to another node) by this node.
+pub(crate) fn lease(what: &'static str) {
+    metrics::counter!("colloquy_cluster_leases_total", "event" => what).increment(1);
+}

@@ -14,28 +14,29 @@ use colloquy_llm_providers::{
 };
 use colloquy_store::{MessageEvent, StoreError};
 use colloquy_tools::{ExecutionEvent, ExecutorConfig, ToolCallRequest, ToolContext};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::context::{TransformContext, request_messages};
-use crate::engine::Inner;
-use crate::responders::{self, HISTORY_LIMIT};
+use crate::inner::Inner;
+use crate::recorder::Recorder;
+use crate::responders;
+use crate::state::{HISTORY_LIMIT, Loaded};
 
 /// Answers the next message that awaits an answer (see [`crate::responders`]): one turn per
 /// responding agent, in order, each seeing the whole history (prompts that arrived meanwhile
 /// are queued outside it until the turn boundary). Whatever goes wrong inside a turn ends it
-/// with a stop reason; only a failure to load the conversation is an error. Returns the newest
-/// seq of history now answered, or `None` when nothing awaited an answer.
+/// with a stop reason. `loaded` takes in every event the turns write. Returns the newest seq of
+/// history now answered, or `None` when nothing awaited an answer.
 pub(crate) async fn run(
     inner: &Inner,
-    conversation: ConversationId,
+    loaded: &mut Loaded,
     answered_through: Option<u64>,
     force: bool,
     cancel: CancellationToken,
-) -> Result<Option<u64>, StoreError> {
-    let Some(plan) = responders::plan(inner, conversation, answered_through, force).await? else {
-        return Ok(None);
-    };
+) -> Option<u64> {
+    let conversation = loaded.conversation.id;
+    let plan = responders::plan(&inner.providers, loaded, answered_through, force).await?;
     let answered = plan.history.last().map_or(plan.trigger, |m| m.seq);
     for (agent, spec) in plan.responders {
         let setup = Setup {
@@ -53,6 +54,8 @@ pub(crate) async fn run(
             cancel: cancel.clone(),
             usage: Usage::default(),
             request: 0,
+            recorder: Recorder::new(conversation),
+            loaded: Some(&mut *loaded),
         };
         let span = tracing::info_span!(
             "turn",
@@ -63,18 +66,16 @@ pub(crate) async fn run(
         );
         tracing::Instrument::instrument(
             async move {
-                let started = TurnEvent::AgentStart { turn_id: turn.turn_id, agent: turn.setup.agent.id };
-                let stop = match turn.emit(started).await {
-                    Ok(()) => turn.requests(1).await,
-                    Err(error) => store_failure(&error),
-                };
+                // Written with the first request's `turn_start` and `message_start`.
+                turn.push(TurnEvent::AgentStart { turn_id: turn.turn_id, agent: turn.setup.agent.id });
+                let stop = turn.requests(1).await;
                 turn.end(stop).await;
             },
             span,
         )
         .await;
     }
-    Ok(Some(answered))
+    Some(answered)
 }
 
 struct Setup {
@@ -103,6 +104,10 @@ pub(crate) async fn recover(
     let Some(TurnEvent::AgentStart { turn_id, agent: agent_id }) = log.first().map(|e| e.event.clone()) else {
         return Ok(());
     };
+    // Ended meanwhile (in a cluster, the node that ran it finished it): nothing to recover.
+    if log.iter().any(|e| matches!(e.event, TurnEvent::AgentEnd { turn_id: ended, .. } if ended == turn_id)) {
+        return Ok(());
+    }
     let (mut request, mut request_open) = (0, false);
     for envelope in &log {
         match envelope.event {
@@ -137,6 +142,8 @@ pub(crate) async fn recover(
         cancel: CancellationToken::new(),
         usage: Usage::default(),
         request: 0,
+        recorder: Recorder::new(conversation),
+        loaded: None,
     };
     let stop = if resumable {
         let offered = turn.offered_tools();
@@ -144,7 +151,7 @@ pub(crate) async fn recover(
             Some(stop) => stop,
             None => {
                 if request_open {
-                    turn.emit(TurnEvent::TurnEnd { turn_id, request }).await?;
+                    turn.push(TurnEvent::TurnEnd { turn_id, request });
                 }
                 turn.requests(request + 1).await
             }
@@ -152,12 +159,11 @@ pub(crate) async fn recover(
     } else {
         let reason = "interrupted: the server stopped before this call finished; it was not run again because it \
                       may have side effects";
-        if let Some(stop) = turn.refuse_calls(pending, reason).await {
-            stop
-        } else {
-            if request_open {
-                turn.emit(TurnEvent::TurnEnd { turn_id, request }).await?;
-            }
+        turn.refuse_calls(pending, reason);
+        if request_open {
+            turn.push(TurnEvent::TurnEnd { turn_id, request });
+        }
+        {
             StopReason::Error {
                 error: TurnError {
                     kind: TurnErrorKind::Interrupted,
@@ -213,7 +219,7 @@ enum Reply {
     Stopped(StopReason),
 }
 
-struct Turn<'a> {
+struct Turn<'a, 'l> {
     inner: &'a Inner,
     conversation: ConversationId,
     turn_id: TurnId,
@@ -222,18 +228,41 @@ struct Turn<'a> {
     usage: Usage,
     /// The LLM request under way, for its span.
     request: u32,
+    /// The step's events, written together.
+    recorder: Recorder,
+    /// The runner's state of the conversation, kept current with what the turn writes.
+    loaded: Option<&'l mut Loaded>,
 }
 
-impl Turn<'_> {
-    async fn emit(&self, event: TurnEvent) -> Result<(), StoreError> {
-        self.inner.emit(self.conversation, event).await.map(|_| ())
+impl Turn<'_, '_> {
+    /// Adds an event to the step under way (written at the next [`Turn::flush`]).
+    fn push(&mut self, event: TurnEvent) {
+        self.recorder.push(event);
     }
 
-    /// Records `agent_end`.
-    async fn end(self, stop: StopReason) {
+    /// Writes the step's events and publishes them; the turn's own history takes the stored
+    /// messages (with their seqs) in place of the copies it went on with.
+    async fn flush(&mut self, sync: bool) -> Result<(), StoreError> {
+        for envelope in self.recorder.flush(self.inner, sync).await? {
+            if let Some(loaded) = self.loaded.as_deref_mut() {
+                loaded.apply(&envelope);
+            }
+            let Some(message) = envelope.event.recorded_message() else { continue };
+            if let Some(copy) = self.setup.history.iter_mut().rev().find(|m| m.id == message.id) {
+                copy.clone_from(message);
+            }
+        }
+        Ok(())
+    }
+
+    /// Records `agent_end` with whatever the last step left, in one commit that is on disk before
+    /// anyone is told the turn ended.
+    async fn end(mut self, stop: StopReason) {
         crate::telemetry::turn_ended(&stop);
         let (conversation, turn_id) = (self.conversation, self.turn_id);
-        if let Err(error) = self.emit(TurnEvent::AgentEnd { turn_id, stop, usage: self.usage }).await {
+        let usage = self.usage;
+        self.push(TurnEvent::AgentEnd { turn_id, stop, usage });
+        if let Err(error) = self.flush(true).await {
             tracing::error!(%conversation, %turn_id, %error, "could not record the end of a turn");
         }
     }
@@ -310,22 +339,19 @@ impl Turn<'_> {
                 tool_choice: options.tool_choice.clone(),
                 temperature: options.temperature,
                 max_tokens: options.max_tokens,
+                conversation: Some(self.conversation),
             };
             if let Some(stop) = self.budget_exceeded(&llm_request) {
                 return stop;
             }
-            if let Err(error) = self.emit(TurnEvent::TurnStart { turn_id: self.turn_id, request }).await {
-                return store_failure(&error);
-            }
+            self.push(TurnEvent::TurnStart { turn_id: self.turn_id, request });
             self.request = request;
             let (message, finish) = match self.stream_reply(provider.as_ref(), llm_request).await {
                 Reply::Complete { message, finish } => (message, finish),
                 Reply::Stopped(stop) => {
                     // Keep events nested: this request's turn_start gets its turn_end.
-                    return match self.emit(TurnEvent::TurnEnd { turn_id: self.turn_id, request }).await {
-                        Ok(()) => stop,
-                        Err(error) => store_failure(&error),
-                    };
+                    self.push(TurnEvent::TurnEnd { turn_id: self.turn_id, request });
+                    return stop;
                 }
             };
             let mut calls: Vec<ToolCallRequest> = message
@@ -347,7 +373,8 @@ impl Turn<'_> {
                 // A reply cut off by its token limit may hold half-written calls: answer them
                 // without running them, so the history stays valid.
                 Some(_) => {
-                    self.refuse_calls(calls, "not executed: the reply was cut off before the call was complete").await
+                    self.refuse_calls(calls, "not executed: the reply was cut off before the call was complete");
+                    None
                 }
                 None => {
                     let limit = options.max_tool_calls.map_or(usize::MAX, |n| n as usize);
@@ -356,13 +383,11 @@ impl Turn<'_> {
                         "not executed: limit of {limit} tool calls per reply (max_tool_calls); call fewer tools at once"
                     );
                     let run = self.run_tools(calls, &offered).await;
-                    let refused = self.refuse_calls(extra, &reason).await;
-                    run.or(refused)
+                    self.refuse_calls(extra, &reason);
+                    run
                 }
             };
-            if let Err(error) = self.emit(TurnEvent::TurnEnd { turn_id: self.turn_id, request }).await {
-                return store_failure(&error);
-            }
+            self.push(TurnEvent::TurnEnd { turn_id: self.turn_id, request });
             if let Some(stop) = tool_stop.or(stop) {
                 return stop;
             }
@@ -373,8 +398,10 @@ impl Turn<'_> {
     /// Streams one reply, publishing deltas, and stores it.
     async fn stream_reply(&mut self, provider: &dyn LlmProvider, request: LlmRequest) -> Reply {
         let message_id = colloquy_core_model::MessageId::new();
-        let start = TurnEvent::MessageStart { turn_id: self.turn_id, message_id, role: MessageRole::Assistant };
-        if let Err(error) = self.emit(start).await {
+        // The step so far (`agent_start`, `turn_start`, tool results, `turn_end`) and
+        // `message_start` are stored and published before the first delta.
+        self.push(TurnEvent::MessageStart { turn_id: self.turn_id, message_id, role: MessageRole::Assistant });
+        if let Err(error) = self.flush(false).await {
             return Reply::Stopped(store_failure(&error));
         }
         let (model, temperature) = (request.model.clone(), request.temperature);
@@ -439,12 +466,12 @@ impl Turn<'_> {
         if interrupted.is_some() {
             message.metadata = serde_json::json!({ "incomplete": true });
         }
-        let stored =
-            self.inner.emit_message(self.conversation, message, MessageEvent::End { turn_id: self.turn_id }).await;
-        match (stored, interrupted) {
-            (Err(error), _) => Reply::Stopped(store_failure(&error)),
-            (Ok(_), Some(stop)) => Reply::Stopped(stop),
-            (Ok(message), None) => Reply::Complete { message: Box::new(message), finish: response.finish },
+        // Written with the step that follows: the calls' starts, or the turn's end.
+        let copy = message.clone().into_message(self.conversation, 0, chrono::Utc::now());
+        self.recorder.push_message(message, MessageEvent::End { turn_id: self.turn_id });
+        match interrupted {
+            Some(stop) => Reply::Stopped(stop),
+            None => Reply::Complete { message: Box::new(copy), finish: response.finish },
         }
     }
 
@@ -467,84 +494,99 @@ impl Turn<'_> {
         let mut execution = self.inner.tools.execute(calls.clone(), offered, ctx, config);
         let mut failure = None;
         let mut started: Vec<Option<Instant>> = vec![None; calls.len()];
-        while let Some(event) = execution.next().await {
-            let outcome = match event {
-                ExecutionEvent::Started { index } => {
-                    started[index] = Some(Instant::now());
-                    let call = &calls[index];
-                    self.emit(TurnEvent::ToolExecutionStart {
-                        turn_id: self.turn_id,
-                        tool_call_id: call.id.clone(),
-                        tool_name: call.name.clone(),
-                        arguments: call.arguments.clone(),
-                    })
-                    .await
+        let mut live = Vec::new();
+        while let Some(first) = execution.next().await {
+            // Everything the executor has ready is one step: the starts of calls running in
+            // parallel, their results. Progress keeps its place: what came before it is written
+            // and published first.
+            let mut sync = false;
+            let mut next = Some(first);
+            while let Some(event) = next {
+                sync |= self.on_execution(event, &calls, &mut started, &mut live);
+                if !live.is_empty() {
+                    if let Err(error) = self.flush(std::mem::take(&mut sync)).await {
+                        failure.get_or_insert(store_failure(&error));
+                    }
+                    for event in live.drain(..) {
+                        self.inner.emit_ephemeral(self.conversation, event);
+                    }
                 }
-                ExecutionEvent::Finished { result, index } => {
-                    let took = started.get(index).copied().flatten().map(|at| at.elapsed()).unwrap_or_default();
-                    crate::telemetry::tool_finished(&result.name, result.is_error, took);
-                    self.store_result(result.id, result.name, result.content, result.is_error).await
-                }
-                // Live only: a client that reconnects sees the finished call instead.
-                ExecutionEvent::Progress { index, progress } => {
-                    self.tool_update(&calls[index].id, progress);
-                    Ok(())
-                }
-                ExecutionEvent::ApprovalRequested { index } => {
-                    let call = &calls[index];
-                    self.emit(TurnEvent::ApprovalRequested {
-                        turn_id: self.turn_id,
-                        tool_call_id: call.id.clone(),
-                        tool_name: call.name.clone(),
-                        arguments: call.arguments.clone(),
-                    })
-                    .await
-                }
-                ExecutionEvent::CircuitChanged { index, tool, state } => {
-                    crate::telemetry::circuit(&tool, state);
-                    self.tool_update(&calls[index].id, serde_json::json!({ "circuit": state, "tool": tool }));
-                    Ok(())
-                }
-            };
-            if let Err(error) = outcome {
+                next = execution.next().now_or_never().flatten();
+            }
+            if let Err(error) = self.flush(sync).await {
                 failure.get_or_insert(store_failure(&error));
             }
         }
         failure.or_else(|| self.cancel.is_cancelled().then_some(StopReason::Cancelled))
     }
 
-    /// Publishes a `tool_execution_update` (ephemeral).
-    fn tool_update(&self, tool_call_id: &ToolCallId, progress: serde_json::Value) {
-        let event =
-            TurnEvent::ToolExecutionUpdate { turn_id: self.turn_id, tool_call_id: tool_call_id.clone(), progress };
-        self.inner.emit_ephemeral(self.conversation, event);
-    }
-
-    /// Answers calls that will not run, so each still has its one result.
-    async fn refuse_calls(&mut self, calls: Vec<ToolCallRequest>, reason: &str) -> Option<StopReason> {
-        for call in calls {
-            if let Err(error) = self.store_result(call.id, call.name, reason.to_owned(), true).await {
-                return Some(store_failure(&error));
+    /// Adds what the executor reported to the step (durable events) or to `live` (ephemeral
+    /// ones). Returns whether the step must be on disk before it is published: a call that is not
+    /// replay-safe has started acting on the world.
+    fn on_execution(
+        &mut self,
+        event: ExecutionEvent,
+        calls: &[ToolCallRequest],
+        started: &mut [Option<Instant>],
+        live: &mut Vec<TurnEvent>,
+    ) -> bool {
+        match event {
+            ExecutionEvent::Started { index } => {
+                started[index] = Some(Instant::now());
+                let call = &calls[index];
+                self.push(TurnEvent::ToolExecutionStart {
+                    turn_id: self.turn_id,
+                    tool_call_id: call.id.clone(),
+                    tool_name: call.name.clone(),
+                    arguments: call.arguments.clone(),
+                });
+                return !self.inner.tools.registry().is_replay_safe(&call.name);
+            }
+            ExecutionEvent::Finished { result, index } => {
+                let took = started.get(index).copied().flatten().map(|at| at.elapsed()).unwrap_or_default();
+                crate::telemetry::tool_finished(&result.name, result.is_error, took);
+                self.store_result(result.id, result.name, result.content, result.is_error);
+            }
+            // Live only: a client that reconnects sees the finished call instead.
+            ExecutionEvent::Progress { index, progress } => live.push(self.tool_update(&calls[index].id, progress)),
+            ExecutionEvent::ApprovalRequested { index } => {
+                let call = &calls[index];
+                self.push(TurnEvent::ApprovalRequested {
+                    turn_id: self.turn_id,
+                    tool_call_id: call.id.clone(),
+                    tool_name: call.name.clone(),
+                    arguments: call.arguments.clone(),
+                });
+            }
+            ExecutionEvent::CircuitChanged { index, tool, state } => {
+                crate::telemetry::circuit(&tool, state);
+                live.push(self.tool_update(&calls[index].id, serde_json::json!({ "circuit": state, "tool": tool })));
             }
         }
-        None
+        false
     }
 
-    async fn store_result(
-        &mut self,
-        id: ToolCallId,
-        name: String,
-        content: String,
-        is_error: bool,
-    ) -> Result<(), StoreError> {
+    /// A `tool_execution_update` (ephemeral).
+    fn tool_update(&self, tool_call_id: &ToolCallId, progress: serde_json::Value) -> TurnEvent {
+        TurnEvent::ToolExecutionUpdate { turn_id: self.turn_id, tool_call_id: tool_call_id.clone(), progress }
+    }
+
+    /// Answers calls that will not run, so each still has its one result (written with the step).
+    fn refuse_calls(&mut self, calls: Vec<ToolCallRequest>, reason: &str) {
+        for call in calls {
+            self.store_result(call.id, call.name, reason.to_owned(), true);
+        }
+    }
+
+    /// Adds a call's result to the step, and to the turn's history for the next request.
+    fn store_result(&mut self, id: ToolCallId, name: String, content: String, is_error: bool) {
         let part = ContentPart::ToolResult { tool_call_id: id.clone(), name: name.clone(), content, is_error };
         let mut message = NewMessage::new(MessageRole::Tool, vec![part]);
         message.sender = Some(self.setup.agent.id);
         message.turn_id = Some(self.turn_id);
         let event =
             MessageEvent::ToolExecutionEnd { turn_id: self.turn_id, tool_call_id: id, tool_name: name, is_error };
-        let stored = self.inner.emit_message(self.conversation, message, event).await?;
-        self.setup.history.push(stored);
-        Ok(())
+        self.setup.history.push(message.clone().into_message(self.conversation, 0, chrono::Utc::now()));
+        self.recorder.push_message(message, event);
     }
 }

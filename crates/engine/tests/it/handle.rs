@@ -5,6 +5,7 @@ use std::sync::Arc;
 use colloquy_core_model::{AgentSpec, ContentPart, MessageRole, Options, StopReason};
 use colloquy_engine::generate_with_tools;
 use colloquy_llm_providers::{ScriptStep, ScriptedProvider};
+use colloquy_store::{ConversationFilter, ConversationStore, SeaStore, StoreOptions};
 use colloquy_tools::{ToolExecutor, ToolRegistry};
 
 use crate::support::Fixture;
@@ -100,7 +101,10 @@ async fn generate_with_tools_runs_the_whole_loop_once() -> anyhow::Result<()> {
         ScriptStep::text("42"),
     ]);
     let tools = ToolExecutor::new(Arc::new(ToolRegistry::with_builtins()));
+    let store: Arc<dyn ConversationStore> =
+        Arc::new(SeaStore::connect("sqlite::memory:", StoreOptions::default()).await?);
     let generated = generate_with_tools(
+        Arc::clone(&store),
         Arc::new(provider.clone()),
         tools,
         spec(),
@@ -108,6 +112,9 @@ async fn generate_with_tools_runs_the_whole_loop_once() -> anyhow::Result<()> {
         vec![ContentPart::text("6*7?")],
     )
     .await?;
+    // Nothing is kept in the store it ran over.
+    let left = store.list_conversations(ConversationFilter::default(), None, 10).await?;
+    assert!(left.items.is_empty(), "{:?}", left.items);
     assert_eq!(generated.stop, StopReason::EndTurn);
     assert_eq!(generated.text(), "42");
     assert_eq!(generated.messages.len(), 3);
