@@ -50,5 +50,15 @@ fn engine_turn(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, engine_turn);
+/// Criterion draws its plots with plotters, whose text needs a registered font (see
+/// [`colloquy_benches::register_plot_font`]); without one it runs without plots.
+fn config() -> Criterion {
+    if colloquy_benches::register_plot_font() { Criterion::default() } else { Criterion::default().without_plots() }
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = engine_turn
+}
 criterion_main!(benches);

@@ -242,5 +242,15 @@ fn store_benches(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, store_benches);
+/// Criterion draws its plots with plotters, whose text needs a registered font (see
+/// [`colloquy_benches::register_plot_font`]); without one it runs without plots.
+fn config() -> Criterion {
+    if colloquy_benches::register_plot_font() { Criterion::default() } else { Criterion::default().without_plots() }
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = store_benches
+}
 criterion_main!(benches);

@@ -96,3 +96,33 @@ impl TurnFixture {
         }
     }
 }
+
+/// Registers a TrueType font as plotters' `sans-serif`, read at run time from
+/// `COLLOQUY_BENCH_FONT` or the usual DejaVu / Liberation paths: plotters is built with its
+/// ab_glyph text backend (no system font lookup library), which needs the font given to it. Used
+/// by the bench driver's plots and by criterion's; `false` when no font was found.
+pub fn register_plot_font() -> bool {
+    static REGISTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *REGISTERED.get_or_init(|| {
+        let candidates = std::env::var("COLLOQUY_BENCH_FONT").into_iter().chain(
+            [
+                "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+                "/usr/share/fonts/TTF/DejaVuSans.ttf",
+                "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+                "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+                "/usr/share/fonts/liberation/LiberationSans-Regular.ttf",
+            ]
+            .map(str::to_owned),
+        );
+        for candidate in candidates {
+            if let Ok(bytes) = std::fs::read(&candidate) {
+                // plotters keeps a reference to the font for the rest of the process.
+                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                if plotters::style::register_font("sans-serif", plotters::style::FontStyle::Normal, bytes).is_ok() {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+}
