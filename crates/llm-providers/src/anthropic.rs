@@ -794,6 +794,7 @@ mod tests {
             tool_choice: ToolChoice::Required,
             temperature: None,
             max_tokens: None,
+            conversation: None,
         };
         let body = serde_json::to_value(messages_request(&request)).unwrap();
         assert_eq!(

@@ -13,6 +13,7 @@
 //! Architecture invariant: nothing here knows about storage, conversations or the gateway; the
 //! engine never branches on which provider it talks to.
 
+mod a2a;
 mod accumulator;
 mod anthropic;
 mod error;
@@ -28,6 +29,7 @@ use std::sync::Arc;
 use colloquy_core_model::{ContentPart, MessageRole, ToolChoice, ToolSpec, Usage};
 use futures::stream::BoxStream;
 
+pub use a2a::{A2aAgent, A2aConfig};
 pub use accumulator::{AssembledResponse, ResponseAccumulator};
 pub use anthropic::{Anthropic, AnthropicConfig};
 pub use error::ProviderError;
@@ -63,6 +65,9 @@ pub struct LlmRequest {
     pub temperature: Option<f32>,
     /// Output token limit.
     pub max_tokens: Option<u32>,
+    /// The conversation the request is for, when there is one: a provider that keeps state per
+    /// conversation on its side (a remote A2A agent's context) keys it by this.
+    pub conversation: Option<colloquy_core_model::ConversationId>,
 }
 
 /// Why the provider stopped generating.

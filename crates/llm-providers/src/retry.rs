@@ -139,6 +139,7 @@ mod tests {
             tool_choice: ToolChoice::Auto,
             temperature: None,
             max_tokens: None,
+            conversation: None,
         }
     }
 

@@ -190,6 +190,7 @@ mod tests {
             tool_choice: ToolChoice::Auto,
             temperature: None,
             max_tokens: None,
+            conversation: None,
         }
     }
 

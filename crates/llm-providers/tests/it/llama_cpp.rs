@@ -38,6 +38,7 @@ fn ask(messages: Vec<RequestMessage>, tool_choice: ToolChoice) -> LlmRequest {
         tool_choice,
         temperature: None,
         max_tokens: None,
+        conversation: None,
     }
 }
 

@@ -94,6 +94,7 @@ async fn run(wire: Wire, fixture: Fixture) -> anyhow::Result<(Value, Duration)> 
         tool_choice: ToolChoice::Auto,
         temperature: None,
         max_tokens: None,
+        conversation: None,
     };
     let started = tokio::time::Instant::now();
     let items = tokio::time::timeout(Duration::from_secs(600), provider.stream(request).collect::<Vec<_>>())

@@ -20,6 +20,7 @@ pub fn ask_model(model: &str, text: &str) -> LlmRequest {
         tool_choice: ToolChoice::Auto,
         temperature: None,
         max_tokens: None,
+        conversation: None,
     }
 }
 
