@@ -42,6 +42,24 @@ pub enum MockReply {
     Held(Box<MockReply>),
 }
 
+impl MockReply {
+    /// `count` replies: a streamed calculator call (`call_<i>`, arguments split across chunks)
+    /// and its streamed answer, in turn; every call id is its own.
+    pub fn tool_rounds(count: usize) -> Vec<Self> {
+        (0..count)
+            .map(|i| {
+                if i % 2 == 0 {
+                    let id = format!("call_{i}");
+                    let arguments: &[&str] = &["{\"expression\":", " \"6*7\"}"];
+                    Self::Chunks(chunks::tool_calls("gpt-test", &[(&id, "calculator", arguments)], None))
+                } else {
+                    Self::Chunks(chunks::text("gpt-test", &["forty", "-two"], None))
+                }
+            })
+            .collect()
+    }
+}
+
 /// What the handler shares with the test.
 #[derive(Debug)]
 struct Script {

@@ -104,6 +104,7 @@ async fn check(args: Args) -> anyhow::Result<()> {
         tool_choice: ToolChoice::Auto,
         temperature: Some(0.0),
         max_tokens: Some(64),
+        conversation: None,
     };
     let reply = stream(&provider, request).await.context("the short prompt failed")?;
     if text_of(&reply).trim().is_empty() {
@@ -132,6 +133,7 @@ async fn check(args: Args) -> anyhow::Result<()> {
         },
         temperature: Some(0.0),
         max_tokens: Some(128),
+        conversation: None,
     };
     let reply = stream(&provider, request.clone())
         .await

@@ -42,8 +42,74 @@ pub struct Config {
     pub limits: Limits,
     /// `text` (default) or `json` (one JSON object per line, for log collectors).
     pub log_format: LogFormat,
+    /// How hard a commit works to reach the disk: `full` (default: what is acknowledged survives
+    /// a power loss) or `normal` (survives a crash of the process; an OS crash or power loss may
+    /// lose about the last second). See crates/store/README.md.
+    pub durability: Durability,
     /// Tool policy.
     pub tools: ToolsConfig,
+    /// Several nodes on one Postgres database (docs/cluster.md). Absent: one node, with
+    /// in-process fan-out.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// One node of a cluster: nodes share the Postgres database, hold a lease on each conversation
+/// whose turns they run, and pass live events, cancels and approvals over NATS.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's name, unique in the cluster (`COLLOQUY_CLUSTER__NODE_ID`).
+    pub node_id: String,
+    /// The NATS server (`nats://127.0.0.1:4222`).
+    #[serde(default = "default_nats_url")]
+    pub nats_url: String,
+    /// Prefix of every NATS subject the cluster uses, so that several clusters can share one
+    /// NATS server.
+    #[serde(default = "default_subject_prefix")]
+    pub subject_prefix: String,
+    /// How long a conversation's lease lasts unless renewed (every third of it while a turn
+    /// runs): how long a dead node's conversations wait before another node takes them over.
+    #[serde(default = "default_lease_ttl_ms")]
+    pub lease_ttl_ms: u64,
+    /// How often a node reads the log for events of followed conversations that NATS did not
+    /// bring (a lost message, NATS down).
+    #[serde(default = "default_gap_check_ms")]
+    pub gap_check_ms: u64,
+}
+
+fn default_nats_url() -> String {
+    "nats://127.0.0.1:4222".to_owned()
+}
+
+fn default_subject_prefix() -> String {
+    "colloquy".to_owned()
+}
+
+const fn default_lease_ttl_ms() -> u64 {
+    10_000
+}
+
+const fn default_gap_check_ms() -> u64 {
+    1_000
+}
+
+/// [`colloquy_store::Durability`], as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// Every acknowledged write is fsynced.
+    Full,
+    /// Commits survive a process crash, not necessarily a power loss.
+    Normal,
+}
+
+impl From<Durability> for colloquy_store::Durability {
+    fn from(value: Durability) -> Self {
+        match value {
+            Durability::Full => Self::Full,
+            Durability::Normal => Self::Normal,
+        }
+    }
 }
 
 /// How log lines look.
@@ -177,6 +243,14 @@ pub enum ProviderConfig {
         #[serde(default)]
         pricing: BTreeMap<String, ModelPrice>,
     },
+    /// A remote A2A agent (another Colloquy, or any A2A 1.0 server; docs/a2a.md): agents with
+    /// this provider send the conversation's newest message to it and stream its answer.
+    A2a {
+        /// The agent's base URL (where `/.well-known/agent-card.json` is) or its JSON-RPC URL.
+        url: String,
+        /// Sent as a bearer key, if the agent needs one. Never logged.
+        api_key: Option<SecretString>,
+    },
     /// Replays fixed text replies in a cycle: an offline demo and a test double.
     Scripted {
         /// The replies, in order.
@@ -186,7 +260,7 @@ pub enum ProviderConfig {
 
 /// The top-level keys, so that other `COLLOQUY_*` variables (`COLLOQUY_CONFIG`, test settings)
 /// are not mistaken for configuration.
-const KEYS: [&str; 13] = [
+const KEYS: [&str; 15] = [
     "listen",
     "database_url",
     "max_frame_bytes",
@@ -200,6 +274,8 @@ const KEYS: [&str; 13] = [
     "limits",
     "log_format",
     "tools",
+    "durability",
+    "cluster",
 ];
 
 /// Where `OpenAI` itself lives.
@@ -217,6 +293,11 @@ fn anthropic_base_url() -> String {
 }
 
 impl Config {
+    /// How the store opens its database.
+    pub fn store_options(&self) -> colloquy_store::StoreOptions {
+        colloquy_store::StoreOptions { durability: self.durability.into(), ..colloquy_store::StoreOptions::default() }
+    }
+
     /// The defaults: 127.0.0.1:8080, `./colloquy.db`, 256 KiB frames, no providers.
     fn defaults() -> serde_json::Value {
         serde_json::json!({
@@ -232,6 +313,7 @@ impl Config {
             "shutdown_grace_secs": 10,
             "limits": Limits::default(),
             "log_format": "text",
+            "durability": "full",
             "tools": ToolsConfig::default(),
         })
     }
@@ -244,6 +326,25 @@ impl Config {
                  listen on 127.0.0.1, or turn auth on and create keys with `colloquy keys create`",
                 self.listen
             ));
+        }
+        if let Some(cluster) = &self.cluster {
+            if !self.database_url.starts_with("postgres") {
+                return Err(format!(
+                    "cluster needs a database every node shares: set database_url to a postgres:// URL (it is {})",
+                    self.database_url.split(':').next().unwrap_or_default()
+                ));
+            }
+            let subject_safe = |text: &str| {
+                !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            };
+            if !subject_safe(&cluster.node_id) || !subject_safe(&cluster.subject_prefix) {
+                return Err("cluster.node_id and cluster.subject_prefix must be non-empty and use only letters, \
+                            digits, `-` and `_`"
+                    .to_owned());
+            }
+            if cluster.lease_ttl_ms < 300 || cluster.gap_check_ms == 0 {
+                return Err("cluster.lease_ttl_ms must be at least 300 and cluster.gap_check_ms above 0".to_owned());
+            }
         }
         if self.limits.max_frame_hard_bytes < self.max_frame_bytes {
             return Err(format!(
@@ -388,6 +489,24 @@ mod tests {
         let open = Config::from_value(serde_json::json!({ "auth": "off", "listen": "0.0.0.0:8080" }));
         let refused = open.map_err(|e| e.to_string()).and_then(|c| c.check());
         assert!(refused.is_err_and(|e| e.contains("local development only")));
+    }
+
+    #[test]
+    fn a_cluster_needs_postgres_and_names_nats_can_carry() {
+        let checked = |value: serde_json::Value| {
+            Config::from_value(value).map_err(|e| e.to_string()).and_then(|config| config.check())
+        };
+        let postgres = "postgres://postgres@127.0.0.1:5432/colloquy";
+        let node = serde_json::json!({ "database_url": postgres, "cluster": { "node_id": "gw-1" } });
+        assert_eq!(checked(node), Ok(()));
+        let sqlite = checked(serde_json::json!({ "cluster": { "node_id": "gw-1" } })).unwrap_err();
+        assert!(sqlite.contains("postgres://") && sqlite.contains("sqlite"), "{sqlite}");
+        let dotted = checked(serde_json::json!({ "database_url": postgres, "cluster": { "node_id": "gw.1" } }));
+        assert!(dotted.unwrap_err().contains("node_id"));
+        let defaults = Config::from_value(serde_json::json!({ "cluster": { "node_id": "n" } })).map(|c| c.cluster);
+        let defaults = defaults.ok().flatten().map(|c| (c.nats_url, c.subject_prefix, c.lease_ttl_ms, c.gap_check_ms));
+        assert_eq!(defaults, Some(("nats://127.0.0.1:4222".to_owned(), "colloquy".to_owned(), 10_000, 1_000)));
+        assert_eq!(Config::from_value(serde_json::json!({})).map(|c| c.cluster.is_none()).ok(), Some(true));
     }
 
     #[test]

@@ -7,8 +7,12 @@
 //! listener and shutdown signal from the caller, so `main` and the tests run the very same
 //! server.
 
+mod a2a;
+mod acp;
+mod answer;
 mod approval;
 mod auth;
+mod cluster;
 pub mod config;
 mod error;
 mod extract;
@@ -22,6 +26,7 @@ mod request_id;
 mod rest;
 mod server;
 mod telemetry;
+mod web;
 mod ws;
 
 use std::sync::Arc;
@@ -31,10 +36,11 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use colloquy_core_model::{AccountId, AccountKind, AgentSpec};
 use colloquy_engine::Engine;
-use colloquy_store::{ApiKeyId, NewAccount, NewApiKey, SeaStore, StoreOptions};
+use colloquy_store::{ApiKeyId, NewAccount, NewApiKey, SeaStore};
 use colloquy_tools::{ToolExecutor, ToolRegistry};
 use tokio_util::sync::CancellationToken;
 
+pub use acp::serve_stdio as serve_acp;
 pub use auth::{KEY_SUBPROTOCOL_PREFIX, SUBPROTOCOL, new_secret};
 pub use config::Config;
 pub use error::{ApiError, ErrorCode};
@@ -57,6 +63,8 @@ pub struct AppState {
     presence: Arc<presence::Presence>,
     /// Cancelled when the server starts to stop: connections close (1001), new ones are refused.
     shutdown: CancellationToken,
+    /// This node's link to the others, in a cluster.
+    cluster: Option<Arc<cluster::Cluster>>,
 }
 
 impl AppState {
@@ -65,7 +73,7 @@ impl AppState {
     pub async fn build(config: Config) -> anyhow::Result<(Self, Vec<String>)> {
         config.check().map_err(anyhow::Error::msg)?;
         telemetry::install();
-        let store = SeaStore::connect(&config.database_url, StoreOptions::default()).await?;
+        let store = SeaStore::connect(&config.database_url, config.store_options()).await?;
         let registry = ToolRegistry::with_builtins();
         if let Some(unknown) = config.tools.require_approval.iter().find(|tool| !registry.contains(tool)) {
             anyhow::bail!(
@@ -81,6 +89,22 @@ impl AppState {
         let engine = Engine::new(Arc::new(store), providers.registry, executor);
         engine.set_max_queued_prompts(config.limits.max_queued_prompts);
         let mut banner = providers.banner;
+        let shutdown = CancellationToken::new();
+        // Before recovery: in a cluster, recovery takes leases and leaves other nodes' turns alone.
+        let cluster = match &config.cluster {
+            Some(settings) => {
+                let cluster = cluster::Cluster::join(settings, &engine, shutdown.clone()).await?;
+                banner.push(format!(
+                    "cluster node `{}`: NATS {} ({}), lease TTL {} ms",
+                    settings.node_id,
+                    settings.nats_url,
+                    if cluster.nats_connected() { "connected" } else { "not connected yet: serving from the database" },
+                    settings.lease_ttl_ms
+                ));
+                Some(cluster)
+            }
+            None => None,
+        };
         if config.auth == config::AuthMode::Off {
             banner.push("auth is OFF: everyone who can reach this address is an admin (local development only)".into());
         }
@@ -106,9 +130,49 @@ impl AppState {
             auth,
             limits,
             presence: Arc::default(),
-            shutdown: CancellationToken::new(),
+            shutdown,
+            cluster,
         };
         Ok((state, banner))
+    }
+
+    /// Cancels the conversation's running turn, on this node or (in a cluster) on the one that
+    /// runs it; returns whether one was running.
+    pub(crate) async fn cancel(&self, conversation: colloquy_core_model::ConversationId) -> bool {
+        if self.engine.cancel(conversation) {
+            return true;
+        }
+        match &self.cluster {
+            Some(cluster) => cluster.cancel(conversation).await,
+            None => false,
+        }
+    }
+
+    /// Answers a tool call waiting for approval, on this node or (in a cluster) on the one
+    /// whose turn waits for it.
+    pub(crate) async fn answer_approval(
+        &self,
+        conversation: colloquy_core_model::ConversationId,
+        call: &colloquy_core_model::ToolCallId,
+        answer: colloquy_tools::ApprovalAnswer,
+    ) -> Result<(), ApiError> {
+        match self.engine.answer_approval(conversation, call, answer.clone()) {
+            Err(error @ colloquy_engine::EngineError::ApprovalNotPending { .. }) => match &self.cluster {
+                Some(cluster) if cluster.answer_approval(conversation, call, &answer).await => Ok(()),
+                _ => Err(error.into()),
+            },
+            other => Ok(other?),
+        }
+    }
+
+    /// Whether requests must present an API key.
+    pub(crate) fn auth_is_on(&self) -> bool {
+        self.auth.is_on()
+    }
+
+    /// This node's cluster status for `/readyz`: its name and whether NATS is connected.
+    pub(crate) fn cluster_status(&self) -> Option<(String, bool)> {
+        self.cluster.as_ref().map(|cluster| (cluster.node_id().to_owned(), cluster.nats_connected()))
     }
 
     /// On a database with no account yet, creates the admin account `admin` and a key for it,
@@ -140,8 +204,9 @@ impl AppState {
     }
 }
 
-/// Every route, as `(method, path)`, from the OpenAPI description: the authorization test
-/// checks that its table has a row for each, so a new route cannot go untested.
+/// Every route, as `(method, path)`: those of the OpenAPI description and the A2A ones beside
+/// it (the chat page's public files aside). The authorization test checks that its table has a
+/// row for each, so a new route cannot go untested.
 pub fn routes() -> Vec<(String, String)> {
     let (_, document) = openapi::routes().split_for_parts();
     let mut routes = Vec::new();
@@ -155,6 +220,7 @@ pub fn routes() -> Vec<(String, String)> {
         ];
         routes.extend(methods.into_iter().filter(|(_, has)| *has).map(|(method, _)| (method.to_owned(), path.clone())));
     }
+    routes.extend(a2a::ROUTES.iter().map(|(method, path)| ((*method).to_owned(), (*path).to_owned())));
     routes
 }
 
@@ -172,7 +238,10 @@ pub fn app(state: AppState) -> Router {
     let body_timeout = Duration::from_millis(limits.body_read_timeout_ms);
     let body_limit = limits.max_body_bytes;
     let (router, _) = openapi::routes().split_for_parts();
+    // The chat page is a client, not part of the API: public assets outside the document.
     router
+        .merge(web::router())
+        .merge(a2a::router())
         .fallback(rest::not_found)
         .method_not_allowed_fallback(rest::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

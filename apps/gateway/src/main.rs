@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use colloquy_core_model::{AccountId, AccountKind};
 use colloquy_gateway::config::LogFormat;
 use colloquy_gateway::{AppState, Config, new_secret, serve};
-use colloquy_store::{ApiKeyId, ConversationStore, NewAccount, NewApiKey, SeaStore, StoreOptions};
+use colloquy_store::{ApiKeyId, ConversationStore, NewAccount, NewApiKey, SeaStore};
 use serde::Serialize;
 use tracing_subscriber::EnvFilter;
 
@@ -28,6 +28,8 @@ enum Command {
     Serve(Flags),
     /// Migrate the database and exit.
     Migrate(Flags),
+    /// Run the default agent as an ACP agent on stdin and stdout, for editors (docs/acp.md).
+    Acp(Flags),
     /// Manage accounts' API keys in the configured database.
     Keys {
         #[command(subcommand)]
@@ -111,6 +113,12 @@ fn init_logging(format: LogFormat) {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let (flags, command) = match cli.command {
+        Command::Acp(flags) => {
+            let config = Config::load(&cli.config, flags).context("invalid configuration")?;
+            // Stdout carries the protocol: logs go to stderr, as always.
+            init_logging(config.log_format);
+            return colloquy_gateway::serve_acp(config).await;
+        }
         Command::Serve(flags) => (flags, None),
         Command::Migrate(flags) => (flags, Some(None)),
         Command::Keys { command, flags } => (flags, Some(Some(command))),
@@ -120,12 +128,12 @@ async fn main() -> anyhow::Result<()> {
     match command {
         None => run_server(config).await,
         Some(None) => {
-            SeaStore::connect(&config.database_url, StoreOptions::default()).await?;
+            SeaStore::connect(&config.database_url, config.store_options()).await?;
             tracing::info!(database = %redact(&config.database_url), "database migrated");
             Ok(())
         }
         Some(Some(command)) => {
-            let store = SeaStore::connect(&config.database_url, StoreOptions::default()).await?;
+            let store = SeaStore::connect(&config.database_url, config.store_options()).await?;
             let result = keys(&store, command).await;
             store.close().await?;
             result

@@ -8,8 +8,8 @@ use std::time::Duration;
 use colloquy_core_model::AgentSpec;
 use colloquy_engine::ProviderRegistry;
 use colloquy_llm_providers::{
-    Anthropic, AnthropicConfig, Counted, LlmProvider, ModelPrice, OpenAiCompatible, OpenAiCompatibleConfig, PriceTable,
-    Priced, RetryPolicy, Retrying, ScriptStep, ScriptedProvider, Unconfigured,
+    A2aAgent, A2aConfig, Anthropic, AnthropicConfig, Counted, LlmProvider, ModelPrice, OpenAiCompatible,
+    OpenAiCompatibleConfig, PriceTable, Priced, RetryPolicy, Retrying, ScriptStep, ScriptedProvider, Unconfigured,
 };
 
 use crate::config::{Config, ProviderConfig};
@@ -64,6 +64,13 @@ pub async fn build(config: &Config, builtin_tools: Vec<String>) -> Providers {
                     production(Anthropic::new(config), pricing),
                     default_model.clone().unwrap_or_else(|| "claude-sonnet-4-5".to_owned()),
                 )
+            }
+            ProviderConfig::A2a { url, api_key } => {
+                banner.push(format!("provider `{name}`: the A2A agent at {url}"));
+                let config = A2aConfig { name: name.clone(), url: url.clone(), api_key: api_key.clone() };
+                // Not retried: a retry would send the message to the remote agent twice. A2A
+                // reports no tokens: they are counted here and marked estimated.
+                (Arc::new(Counted::new(A2aAgent::new(config))), "a2a".to_owned())
             }
             ProviderConfig::Scripted { replies } => {
                 banner.push(format!("provider `{name}`: scripted ({} replies, cycling)", replies.len()));

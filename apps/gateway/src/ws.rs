@@ -334,15 +334,25 @@ struct Session {
 }
 
 impl Session {
-    /// Ends a subscription: its task stops and its participant may go offline.
-    fn end_subscription(&mut self, conversation: ConversationId) -> bool {
-        match self.subscriptions.remove(&conversation) {
-            Some((task, participant)) => {
-                task.abort();
-                crate::telemetry::subscriptions(-1.0);
-                if let Some(participant) = participant {
-                    self.state.presence.leave(&self.state.engine, conversation, participant);
-                }
+    /// Ends a subscription: its task is told to stop and its participant may go offline.
+    /// Returns the task, which may still be queueing one last event until it has stopped.
+    fn stop_subscription(&mut self, conversation: ConversationId) -> Option<JoinHandle<()>> {
+        let (task, participant) = self.subscriptions.remove(&conversation)?;
+        task.abort();
+        crate::telemetry::subscriptions(-1.0);
+        if let Some(participant) = participant {
+            self.state.presence.leave(&self.state.engine, conversation, participant);
+        }
+        Some(task)
+    }
+
+    /// Ends a subscription and waits until its task has stopped, so nothing of it is queued
+    /// after what the caller queues next (the unsubscribe's ack, a new subscription's replay).
+    async fn end_subscription(&mut self, conversation: ConversationId) -> bool {
+        match self.stop_subscription(conversation) {
+            Some(task) => {
+                // An aborted task ends at its next await; `Err(cancelled)` is the expected end.
+                let _ = task.await;
                 true
             }
             None => false,
@@ -354,7 +364,7 @@ impl Drop for Session {
     fn drop(&mut self) {
         let conversations: Vec<ConversationId> = self.subscriptions.keys().copied().collect();
         for conversation in conversations {
-            self.end_subscription(conversation);
+            self.stop_subscription(conversation);
         }
     }
 }
@@ -426,7 +436,7 @@ impl Session {
                     Err(error) => error_frame(id, error),
                 }
             }
-            ClientFrame::Unsubscribe { id, conversation_id } => match self.end_subscription(conversation_id) {
+            ClientFrame::Unsubscribe { id, conversation_id } => match self.end_subscription(conversation_id).await {
                 true => ack(Ack { id, conversation_id: Some(conversation_id), ..Ack::default() }),
                 false => error_frame(
                     id,
@@ -474,7 +484,7 @@ impl Session {
             }
             ClientFrame::Cancel { id, conversation_id } => match self.authorize(conversation_id, Action::Post).await {
                 Ok(_) => {
-                    let cancelled = self.state.engine.cancel(conversation_id);
+                    let cancelled = self.state.cancel(conversation_id).await;
                     ack(Ack {
                         id,
                         conversation_id: Some(conversation_id),
@@ -525,7 +535,7 @@ impl Session {
         reason: Option<String>,
     ) -> Result<(), ApiError> {
         self.authorize(conversation, Action::Manage).await?;
-        Ok(self.state.engine.answer_approval(conversation, call, decision.answer(reason))?)
+        self.state.answer_approval(conversation, call, decision.answer(reason)).await
     }
 
     /// `typing`: tells the others, live only.
@@ -572,7 +582,7 @@ impl Session {
         if let Some(me) = me {
             self.state.presence.join(&self.state.engine, conversation, me);
         }
-        self.end_subscription(conversation);
+        self.end_subscription(conversation).await;
         outbound.reply(ack(Ack { id, conversation_id: Some(conversation), ..Ack::default() }));
         let online = self.state.presence.online(conversation);
         outbound.reply(encode(&ServerFrame::Presence { conversation_id: conversation, online }));

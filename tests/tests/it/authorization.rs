@@ -182,7 +182,17 @@ async fn every_route_answers_each_caller_as_the_policy_says() -> anyhow::Result<
             };
             let agent = json!({ "provider": "unconfigured", "model": "none", "tools": [] });
             let (expect, body): (Box<dyn Fn(Who) -> Outcome>, Option<Value>) = match (method.as_str(), path.as_str()) {
-                ("GET", "/healthz" | "/readyz" | "/openapi.json" | "/metrics") => (Box::new(public), None),
+                ("GET", "/healthz" | "/readyz" | "/openapi.json" | "/metrics" | "/.well-known/agent-card.json") => {
+                    (Box::new(public), None)
+                }
+                // A2A: posting into the conversation (its contextId), as `send` would.
+                ("POST", "/a2a/v1") => (
+                    Box::new(poster(200)),
+                    Some(json!({ "jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {
+                        "message": { "messageId": format!("a2a-{who:?}"), "contextId": c.id, "role": "ROLE_USER", "parts": [{ "text": "hi" }] },
+                        "configuration": { "returnImmediately": true },
+                    } })),
+                ),
                 ("GET", "/v1/ws") => (Box::new(anyone(101)), None),
                 ("GET", "/v1/me" | "/v1/search" | "/v1/tools" | "/v1/providers" | "/v1/conversations") => {
                     (Box::new(anyone(200)), None)
@@ -278,6 +288,14 @@ async fn every_route_answers_each_caller_as_the_policy_says() -> anyhow::Result<
             } else {
                 let method = reqwest::Method::from_bytes(method.as_bytes())?;
                 world.gateway.request_as(&key, method, &url, body.as_ref()).await?
+            };
+            // A JSON-RPC refusal comes with 200 and the gateway's code at the front of its message.
+            let (status, reply) = match reply["error"]["message"].as_str().and_then(|m| m.split_once(':')) {
+                Some((code, _)) if path == "/a2a/v1" && status == 200 => {
+                    let status = if code == "forbidden" { 403 } else { 404 };
+                    (status, json!({ "error": { "code": code } }))
+                }
+                _ => (status, reply),
             };
             let (want_status, want_code) = expect(who);
             assert_eq!(status, want_status, "{method} {path} as {who:?}: {reply}");

@@ -102,3 +102,88 @@ fn whatever_the_gateway_acknowledges_can_be_replayed() -> anyhow::Result<()> {
     assert!(acked.get() > 10, "the strategy should produce acceptable sends too ({} acked)", acked.get());
     Ok(())
 }
+
+/// Unsubscribing and subscribing again while events keep coming: nothing of a subscription
+/// arrives after its unsubscribe's ack, and each new subscription replays from `after_seq` and
+/// goes on live with every seq exactly once, in order. The defect was a forwarding task that
+/// was told to stop but could still queue one event after the ack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resubscribing_under_a_flood_loses_and_repeats_nothing() -> anyhow::Result<()> {
+    let config = json!({ "discover_ollama": false, "limits": { "frames_per_second": 100000 } });
+    let gateway = Gateway::start(config).await?;
+    let body = json!({ "kind": "multi_party", "participants": [{ "kind": "user", "display_name": "ada" }] });
+    let conversation = gateway.create_conversation(body).await?["id"].as_str().unwrap_or_default().to_owned();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writer = gateway.connect().await?;
+    let writing = tokio::spawn({
+        let (stop, conversation) = (stop.clone(), conversation.clone());
+        async move {
+            // Large, so that encoding an event takes a while: the window the defect needed.
+            let content = "x".repeat(64 * 1024);
+            let mut n = 0_u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let id = format!("w{n}");
+                writer
+                    .send(json!({ "type": "send", "id": id, "conversation_id": conversation, "content": content }))
+                    .await?;
+                writer.recv_until(|f| f["id"] == id.as_str()).await?;
+                n += 1;
+            }
+            anyhow::Ok(n)
+        }
+    });
+
+    let mut reader = gateway.connect().await?;
+    let mut last = 0_u64;
+    // A frame without its 64 KiB of content, for a failure message.
+    let brief =
+        |frame: &Value| format!("{} {} {} seq {}", frame["type"], frame["id"], frame["event"]["type"], frame["seq"]);
+    // Every event frame must be the next seq of this conversation.
+    let next_event = |frame: &Value, last: &mut u64| -> Result<(), String> {
+        if frame["type"] != "event" {
+            return Ok(());
+        }
+        let seq = frame["seq"].as_u64().unwrap_or_default();
+        if frame["conversation_id"] != conversation.as_str() || seq != *last + 1 {
+            return Err(format!("after seq {last} came {}", brief(frame)));
+        }
+        *last = seq;
+        Ok(())
+    };
+    for cycle in 0..150 {
+        let (subscribe, unsubscribe) = (format!("s{cycle}"), format!("u{cycle}"));
+        reader
+            .send(json!({ "type": "subscribe", "id": subscribe, "conversation_id": conversation, "after_seq": last }))
+            .await?;
+        let ack = reader.recv().await?;
+        assert_eq!((&ack["type"], &ack["id"]), (&json!("ack"), &json!(subscribe)), "cycle {cycle}: {}", brief(&ack));
+        // Replay, then live: a few events of it before letting go again.
+        let until = last + 3;
+        while last < until {
+            let frame = reader.recv().await?;
+            if let Err(error) = next_event(&frame, &mut last) {
+                panic!("cycle {cycle}, subscribed: {error}");
+            }
+        }
+        reader.send(json!({ "type": "unsubscribe", "id": unsubscribe, "conversation_id": conversation })).await?;
+        loop {
+            let frame = reader.recv().await?;
+            if frame["id"] == unsubscribe.as_str() {
+                assert_eq!(frame["type"], "ack", "cycle {cycle}: {}", brief(&frame));
+                break;
+            }
+            if let Err(error) = next_event(&frame, &mut last) {
+                panic!("cycle {cycle}, unsubscribing: {error}");
+            }
+        }
+        // Nothing of the old subscription follows its ack, even while the writer goes on.
+        if let Ok(frame) = tokio::time::timeout(std::time::Duration::from_millis(2), reader.recv()).await {
+            panic!("cycle {cycle}: {} arrived after the unsubscribe's ack", brief(&frame?));
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written = writing.await??;
+    let stored = gateway.last_seq(&conversation).await?;
+    assert!(stored > last, "the writer ({written} messages) went on while the reader resubscribed: {stored} > {last}");
+    Ok(())
+}

@@ -467,7 +467,7 @@ pub async fn cancel(
     ApiPath(id): ApiPath<ConversationId>,
 ) -> Result<Json<Cancelled>, ApiError> {
     authorized(&state, &caller, id, Action::Post).await?;
-    Ok(Json(Cancelled { cancelled: state.engine.cancel(id) }))
+    Ok(Json(Cancelled { cancelled: state.cancel(id).await }))
 }
 
 /// `POST /v1/conversations/{id}/continue` (members): runs the agent on the history as it is

@@ -65,7 +65,7 @@ pub async fn tools(State(state): State<AppState>, _caller: Caller) -> Json<Vec<T
 pub struct ProviderView {
     /// The name agents use (`agent.provider`).
     name: String,
-    /// `openai_compatible`, `anthropic`, `scripted`, or `unconfigured`.
+    /// `openai_compatible`, `anthropic`, `a2a`, `scripted`, or `unconfigured`.
     kind: &'static str,
     /// The model agents get when they name none.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -86,6 +86,7 @@ pub async fn providers(State(state): State<AppState>, _caller: Caller) -> Json<V
             }
             Some(ProviderConfig::Anthropic { default_model, .. }) => ("anthropic", default_model.clone()),
             Some(ProviderConfig::Scripted { .. }) => ("scripted", None),
+            Some(ProviderConfig::A2a { .. }) => ("a2a", None),
             None if name == "ollama" => ("openai_compatible", None),
             None => ("unconfigured", None),
         };

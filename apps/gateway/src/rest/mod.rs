@@ -158,6 +158,18 @@ pub struct Readiness {
     /// Why it is not ready.
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<ApiError>,
+    /// In a cluster: this node and its link to the others.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<ClusterView>,
+}
+
+/// A cluster node's view of the cluster. Without NATS the node still serves its clients (live
+/// events of other nodes then come from the log, `gap_check_ms` late), so it stays ready.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClusterView {
+    node_id: String,
+    /// `connected` or `disconnected`.
+    nats: &'static str,
 }
 
 /// A quarantined conversation.
@@ -179,14 +191,19 @@ pub struct QuarantinedView {
     )
 )]
 pub async fn readyz(State(state): State<AppState>) -> Response {
+    let cluster = state.cluster_status().map(|(node_id, connected)| ClusterView {
+        node_id,
+        nats: if connected { "connected" } else { "disconnected" },
+    });
     match state.engine.ready().await {
         Ok(quarantined) => {
-            let status = if quarantined.is_empty() { "ready" } else { "degraded" };
+            let nats_down = cluster.as_ref().is_some_and(|c| c.nats == "disconnected");
+            let status = if quarantined.is_empty() && !nats_down { "ready" } else { "degraded" };
             let quarantined = quarantined
                 .into_iter()
                 .map(|q| QuarantinedView { conversation_id: q.conversation, reason: q.reason })
                 .collect();
-            Json(Readiness { status, quarantined: Some(quarantined), error: None }).into_response()
+            Json(Readiness { status, quarantined: Some(quarantined), error: None, cluster }).into_response()
         }
         Err(error) => {
             tracing::warn!(%error, "not ready");
@@ -199,7 +216,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
             );
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(Readiness { status: "unavailable", quarantined: None, error: Some(error) }),
+                Json(Readiness { status: "unavailable", quarantined: None, error: Some(error), cluster }),
             )
                 .into_response()
         }

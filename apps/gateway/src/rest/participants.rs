@@ -284,6 +284,6 @@ pub async fn answer_approval(
     ApiJson(body): ApiJson<ApprovalDecision>,
 ) -> Result<StatusCode, ApiError> {
     authorized(&state, &caller, id, Action::Manage).await?;
-    state.engine.answer_approval(id, &ToolCallId::from(call), body.decision.answer(body.reason))?;
+    state.answer_approval(id, &ToolCallId::from(call), body.decision.answer(body.reason)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -10,17 +10,11 @@ use futures::SinkExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::process::{Served, Socket, create_conversation, next_frame};
+use crate::process::{Served, Socket, create_conversation, event_log, next_frame, subscribe};
 
 /// Starts `colloquy serve` for these tests, which are about crashes (auth is tested elsewhere).
 async fn start(database: &Path, base_url: &str) -> anyhow::Result<Served> {
     crate::process::start(database, base_url, &[("COLLOQUY_AUTH", "off")]).await
-}
-
-async fn subscribe(addr: &str, conversation: &str) -> anyhow::Result<Socket> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/v1/ws")).await?;
-    ws.send(Message::Text(json!({"type": "subscribe", "conversation_id": conversation}).to_string().into())).await?;
-    Ok(ws)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -40,7 +34,7 @@ async fn a_gateway_killed_mid_turn_resumes_the_turn_when_it_starts_again() -> an
     // First life: the tool runs, then the second LLM request hangs mid-answer; kill -9.
     let Served { child: mut first, addr, .. } = start(&database, &first_model.base_url()).await?;
     let conversation = create_conversation(&addr, None).await?;
-    let mut ws = subscribe(&addr, &conversation).await?;
+    let mut ws = subscribe(&addr, &conversation, 0).await?;
     ws.send(Message::Text(
         json!({"type": "send", "conversation_id": conversation, "content": "6*7?"}).to_string().into(),
     ))
@@ -63,7 +57,7 @@ async fn a_gateway_killed_mid_turn_resumes_the_turn_when_it_starts_again() -> an
     let second_model =
         MockOpenAi::start(vec![MockReply::Chunks(chunks::text("gpt-test", &["It is 42."], Some((30, 4))))]).await?;
     let Served { child: _second, addr, .. } = start(&database, &second_model.base_url()).await?;
-    let mut ws = subscribe(&addr, &conversation).await?;
+    let mut ws = subscribe(&addr, &conversation, 0).await?;
     let mut frames = Vec::new();
     loop {
         let frame = next_frame(&mut ws).await?;
@@ -141,7 +135,7 @@ async fn prompts_queued_when_the_gateway_was_killed_are_answered_exactly_once_af
             .await?;
     let Served { child: mut first, addr, .. } = start(&database, &first_model.base_url()).await?;
     let conversation = create_conversation(&addr, None).await?;
-    let mut ws = subscribe(&addr, &conversation).await?;
+    let mut ws = subscribe(&addr, &conversation, 0).await?;
     assert_eq!(send(&mut ws, &conversation, "1", "q1").await?["queued"], false);
     until_turn_start(&mut ws).await?;
     for (id, text) in [("2", "q2"), ("3", "q3")] {
@@ -156,7 +150,7 @@ async fn prompts_queued_when_the_gateway_was_killed_are_answered_exactly_once_af
     )
     .await?;
     let Served { child: _second, addr, .. } = start(&database, &second_model.base_url()).await?;
-    let mut ws = subscribe(&addr, &conversation).await?;
+    let mut ws = subscribe(&addr, &conversation, 0).await?;
     let frames = until_agent_ends(&mut ws, 3).await?;
     let requests = second_model.requests();
     let asked: Vec<String> = requests.iter().map(last_user_text).collect();
@@ -194,11 +188,11 @@ async fn a_conversation_that_cannot_be_read_back_is_quarantined_and_every_other_
     let Served { child: mut first, addr, .. } = start(&database, &first_model.base_url()).await?;
     let broken = create_conversation(&addr, None).await?;
     let healthy = create_conversation(&addr, None).await?;
-    let mut ws = subscribe(&addr, &broken).await?;
+    let mut ws = subscribe(&addr, &broken, 0).await?;
     send(&mut ws, &broken, "1", "hello").await?;
     until_turn_start(&mut ws).await?;
     assert_eq!(send(&mut ws, &broken, "2", "queued behind the turn").await?["queued"], true);
-    let mut ws = subscribe(&addr, &healthy).await?;
+    let mut ws = subscribe(&addr, &healthy, 0).await?;
     send(&mut ws, &healthy, "1", "hi").await?;
     until_turn_start(&mut ws).await?;
     first.kill().await?;
@@ -236,12 +230,148 @@ async fn a_conversation_that_cannot_be_read_back_is_quarantined_and_every_other_
     assert_eq!(ready["quarantined"].as_array().map(Vec::len), Some(1));
 
     // The healthy conversation's interrupted turn is resumed and finishes.
-    let mut ws = subscribe(&addr, &healthy).await?;
+    let mut ws = subscribe(&addr, &healthy, 0).await?;
     let frames = until_agent_ends(&mut ws, 1).await?;
     assert_eq!(frames.last().map(|f| f["event"]["stop_reason"].clone()), Some(json!("end_turn")));
     // The quarantined one refuses with a code that says so.
-    let mut ws = subscribe(&addr, &healthy).await?;
+    let mut ws = subscribe(&addr, &healthy, 0).await?;
     let reply = send(&mut ws, &broken, "x", "anyone there?").await?;
     assert_eq!(reply["code"], "conversation_unavailable", "{reply}");
+    Ok(())
+}
+
+/// Keeps sending prompts into `conversation` until the connection dies; returns the
+/// `client_msg_id`s that were acked.
+async fn send_until_killed(addr: String, conversation: String, client: String) -> Vec<String> {
+    let mut acked = Vec::new();
+    let Ok(mut ws) = subscribe(&addr, &conversation, 0).await else { return acked };
+    for n in 0.. {
+        let id = format!("c{client}-{n}");
+        let frame =
+            json!({"type": "send", "id": id, "conversation_id": conversation, "content": "6*7?", "client_msg_id": id});
+        if ws.send(Message::Text(frame.to_string().into())).await.is_err() {
+            return acked;
+        }
+        loop {
+            match next_frame(&mut ws).await {
+                Ok(frame) if frame["id"] == id.as_str() => {
+                    if frame["type"] == "ack" {
+                        acked.push(id.clone());
+                    }
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => return acked,
+            }
+        }
+    }
+    acked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_killed_while_group_commits_are_in_flight_loses_no_acked_message_and_leaves_no_call_open()
+-> anyhow::Result<()> {
+    // Tool calls and answers in turn, every call id its own, more than any run uses.
+    let replies = MockReply::tool_rounds(4000);
+    let model = MockOpenAi::start(replies).await?;
+    let dir = tempfile::tempdir()?;
+    let database = dir.path().join("colloquy.db");
+    let mut conversations = Vec::new();
+    let mut acked: Vec<String> = Vec::new();
+    // Killed at three points of a busy run: 8 conversations, each with a client sending as fast
+    // as it is acked, so the writer always has a group of appends in flight.
+    for (life, kill_after_ms) in [150_u64, 400, 900].into_iter().enumerate() {
+        let Served { child: mut served, addr, .. } = start(&database, &model.base_url()).await?;
+        while conversations.len() < 8 {
+            conversations.push(create_conversation(&addr, None).await?);
+        }
+        let clients: Vec<_> = conversations
+            .iter()
+            .enumerate()
+            .map(|(client, conversation)| {
+                tokio::spawn(send_until_killed(addr.clone(), conversation.clone(), format!("l{life}c{client}")))
+            })
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(kill_after_ms)).await;
+        served.kill().await?;
+        for client in clients {
+            acked.extend(client.await?);
+        }
+    }
+    assert!(acked.len() > 8, "the clients got some messages acked before each kill: {}", acked.len());
+
+    // The last life: recovery closes or resumes every open turn and answers every acked prompt.
+    let Served { child: _last, addr, .. } = start(&database, &model.base_url()).await?;
+    let mut stored_ids = Vec::new();
+    for conversation in &conversations {
+        // Recovery runs in the background: wait until every turn has ended and the log is still.
+        let deadline = std::time::Instant::now() + crate::process::WAIT;
+        let mut log = event_log(&addr, conversation).await?;
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            let again = event_log(&addr, conversation).await?;
+            let count = |kind: &str| again.iter().filter(|e| e["event"]["type"] == kind).count();
+            let settled = again.len() == log.len() && count("agent_start") == count("agent_end");
+            log = again;
+            if settled {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "turns never ended: {:?}", log.last());
+        }
+        let seqs: Vec<u64> = log.iter().filter_map(|e| e["seq"].as_u64()).collect();
+        assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "gap-free log in {conversation}");
+        // (call id, seq) of every start and end.
+        let mut starts = Vec::new();
+        let mut ends = Vec::new();
+        for envelope in &log {
+            let event = &envelope["event"];
+            let at = (event["tool_call_id"].clone(), envelope["seq"].as_u64());
+            match event["type"].as_str() {
+                Some("tool_execution_start") => starts.push(at),
+                Some("tool_execution_end") => ends.push(at),
+                Some("message_posted" | "message_queued") => {
+                    // A queued message is admitted later: two events, one message.
+                    if let (Some(key), Some(message)) =
+                        (event["message"]["client_msg_id"].as_str(), event["message"]["id"].as_str())
+                        && !stored_ids.contains(&(key.to_owned(), message.to_owned()))
+                    {
+                        stored_ids.push((key.to_owned(), message.to_owned()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        // Every call the model made has exactly one result in the history.
+        let history: Value = reqwest::Client::new()
+            .get(format!("http://{addr}/v1/conversations/{conversation}/messages?limit=1000"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let parts: Vec<Value> = history["messages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|m| m["content"].as_array().cloned().unwrap_or_default())
+            .collect();
+        let calls: Vec<&Value> = parts.iter().filter(|p| p["type"] == "tool_call").map(|p| &p["id"]).collect();
+        for call in &calls {
+            let results = parts.iter().filter(|p| p["type"] == "tool_result" && &&p["tool_call_id"] == call).count();
+            assert_eq!(results, 1, "call {call} in {conversation} has {results} results");
+        }
+        // A call ends once, after its start; a replay-safe call the crash interrupted runs
+        // again after the restart and so has a second start, never a second end.
+        for (call, _) in &starts {
+            let ended = ends.iter().filter(|(id, _)| id == call).count();
+            assert_eq!(ended, 1, "{call} in {conversation} ended {ended} times");
+        }
+        for (call, end) in &ends {
+            let before = starts.iter().filter(|(id, start)| id == call && start < end).count();
+            assert!(before >= 1, "{call} in {conversation} ended without a start before it");
+        }
+    }
+    for id in &acked {
+        assert_eq!(stored_ids.iter().filter(|(key, _)| key == id).count(), 1, "acked message {id} stored once");
+    }
     Ok(())
 }

@@ -55,10 +55,32 @@ impl Served {
 /// Starts `colloquy serve` on port 0 against `database` and the mock at `base_url`, with
 /// `env` on top.
 pub async fn start(database: &Path, base_url: &str, env: &[(&str, &str)]) -> anyhow::Result<Served> {
+    start_with(&["--config", "/nonexistent/colloquy.toml", "serve", "--listen", "127.0.0.1:0"], database, base_url, env)
+        .await
+}
+
+/// Like [`start`], with these command-line arguments (a configuration file, a fixed address).
+pub async fn start_with(
+    args: &[&str],
+    database: &Path,
+    base_url: &str,
+    env: &[(&str, &str)],
+) -> anyhow::Result<Served> {
+    let url = format!("sqlite://{}?mode=rwc", database.display());
+    spawn(args, &url, base_url, env).await
+}
+
+/// Like [`start`] on any database URL (a cluster node's Postgres).
+pub async fn start_on(database_url: &str, base_url: &str, env: &[(&str, &str)]) -> anyhow::Result<Served> {
+    let args = ["--config", "/nonexistent/colloquy.toml", "serve", "--listen", "127.0.0.1:0"];
+    spawn(&args, database_url, base_url, env).await
+}
+
+async fn spawn(args: &[&str], database_url: &str, base_url: &str, env: &[(&str, &str)]) -> anyhow::Result<Served> {
     let mut command = Command::new(env!("CARGO_BIN_EXE_colloquy"));
     command
-        .args(["--config", "/nonexistent/colloquy.toml", "serve", "--listen", "127.0.0.1:0"])
-        .env("COLLOQUY_DATABASE_URL", format!("sqlite://{}?mode=rwc", database.display()))
+        .args(args)
+        .env("COLLOQUY_DATABASE_URL", database_url)
         .env("COLLOQUY_PROVIDERS__MOCK__KIND", "openai_compatible")
         .env("COLLOQUY_PROVIDERS__MOCK__BASE_URL", base_url)
         .env("COLLOQUY_AGENT__PROVIDER", "mock")
@@ -127,4 +149,34 @@ pub async fn create_conversation(addr: &str, key: Option<&str>) -> anyhow::Resul
     }
     let created: Value = request.send().await?.json().await?;
     Ok(created["id"].as_str().context("no id")?.to_owned())
+}
+
+/// The whole durable log of a conversation, through the REST pages of `addr`.
+pub async fn event_log(addr: &str, conversation: &str) -> anyhow::Result<Vec<Value>> {
+    let mut events = Vec::new();
+    let mut after = 0;
+    loop {
+        let page: Value = reqwest::Client::new()
+            .get(format!("http://{addr}/v1/conversations/{conversation}/events?after_seq={after}&limit=500"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let batch = page["events"].as_array().cloned().unwrap_or_default();
+        if batch.is_empty() {
+            return Ok(events);
+        }
+        after = batch.last().and_then(|e| e["seq"].as_u64()).unwrap_or(after);
+        events.extend(batch);
+    }
+}
+
+/// A WebSocket connection subscribed to `conversation` after `after_seq` (auth off).
+pub async fn subscribe(addr: &str, conversation: &str, after_seq: u64) -> anyhow::Result<Socket> {
+    use futures::SinkExt;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/v1/ws")).await?;
+    let frame =
+        serde_json::json!({"type": "subscribe", "id": "sub", "conversation_id": conversation, "after_seq": after_seq});
+    ws.send(Message::Text(frame.to_string().into())).await?;
+    Ok(ws)
 }
