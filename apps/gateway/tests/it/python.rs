@@ -16,15 +16,26 @@ pub fn source(name: &str) -> PathBuf {
 /// `target/<name>-venv` with `tests/<name>/requirements.txt` installed (once; again when the
 /// pins change); returns its python. `None` (the test is skipped) without `python3 -m venv`,
 /// unless `COLLOQUY_REQUIRE_PYTHON=1` (`cargo xtask ci`), which fails instead.
+///
+/// Tests that share a venv run at the same time (all in this test binary): one makes it while
+/// the others wait and then find it made. On a clean checkout two tests creating one venv at
+/// once failed with "File exists".
 pub async fn venv(name: &str) -> anyhow::Result<Option<PathBuf>> {
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let dir = tmp.parent().unwrap_or(tmp).join(format!("{name}-venv"));
+    let target = tmp.parent().unwrap_or(tmp);
+    let dir = target.join(format!("{name}-venv"));
     let requirements = source(name).join("requirements.txt");
     let pins = std::fs::read_to_string(&requirements)?;
     let marker = dir.join("installed-requirements.txt");
     let python = dir.join("bin").join("python");
+    static MAKING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _making = MAKING.lock().await;
     if std::fs::read_to_string(&marker).is_ok_and(|installed| installed == pins) {
         return Ok(Some(python));
+    }
+    if dir.exists() {
+        // Left half-made (or with other pins) by an earlier run: start over.
+        std::fs::remove_dir_all(&dir)?;
     }
     let made = tokio::process::Command::new("python3").args(["-m", "venv"]).arg(&dir).status().await;
     if !made.is_ok_and(|status| status.success()) {
