@@ -218,6 +218,7 @@ impl Engine {
             max_queued: AtomicUsize::new(Self::DEFAULT_MAX_QUEUED_PROMPTS),
             models: crate::conversations::ModelCache::default(),
             cluster: std::sync::OnceLock::new(),
+            idle: crate::state::IdleStates::default(),
         };
         Self { inner: Arc::new(inner) }
     }

@@ -51,6 +51,8 @@ pub(crate) struct Inner {
     /// Set when the engine joins a cluster: runners hold the conversation's lease and fence
     /// every append with it.
     pub(crate) cluster: OnceLock<ClusterOptions>,
+    /// What the runners of now idle conversations knew.
+    pub(crate) idle: crate::state::IdleStates,
 }
 
 impl Inner {

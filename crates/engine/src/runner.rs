@@ -104,13 +104,19 @@ async fn run(inner: &Inner, conversation: ConversationId, id: u64, start: Start)
     if let Some(start_seq) = open_turn {
         turn::recover(inner, conversation, start_seq, true).await?;
     }
-    // Prompts a crash or a failed admission left queued in the store come first.
-    for message in inner.store.queued_messages(conversation).await? {
-        inner.with_runner(conversation, |runner| runner.enqueue(message.seq, message.id));
+    // What the last runner knew, if it ended cleanly: it left nothing queued in the store. (In
+    // a cluster other nodes queue prompts in the store: nothing is kept there.)
+    let single_node = inner.cluster.get().is_none();
+    let kept = if open_turn.is_none() && single_node { inner.idle.take(conversation) } else { None };
+    if kept.is_none() {
+        // Prompts a crash or a failed admission left queued in the store come first.
+        for message in inner.store.queued_messages(conversation).await? {
+            inner.with_runner(conversation, |runner| runner.enqueue(message.seq, message.id));
+        }
     }
     // Loaded once; kept current by the turns, re-read only when someone else wrote.
     inner.hub.track_seq(conversation, id);
-    let mut loaded = Loaded::load(inner.store.as_ref(), conversation).await?;
+    let mut loaded = Loaded::resume(inner.store.as_ref(), conversation, kept).await?;
     let mut answered_through = None;
     loop {
         loaded.refresh(inner.store.as_ref(), conversation, inner.hub.last_seq(conversation)).await?;
@@ -133,6 +139,9 @@ async fn run(inner: &Inner, conversation: ConversationId, id: u64, start: Start)
             continue;
         }
         if inner.finish_if_idle(conversation) {
+            if single_node {
+                inner.idle.keep(loaded);
+            }
             return Ok(());
         }
     }

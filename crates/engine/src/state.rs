@@ -1,15 +1,28 @@
 //! What a conversation's runner knows of its conversation: the record, participants and history
 //! loaded once when the runner starts, kept current from the events it writes itself, and
 //! re-read only to fill a gap (another writer's event, e.g. a participant added over REST).
+//!
+//! A runner ends when its conversation goes idle; what it knew is kept in [`IdleStates`] for a
+//! while, so the next prompt's runner reads one row to check it is current (and the events
+//! since, if any) instead of the record, participants and history again.
+
+use std::sync::{Mutex, PoisonError};
 
 use colloquy_core_model::{Conversation, ConversationId, EventEnvelope, Message, Participant, TurnEvent};
 use colloquy_store::{ConversationStore, StoreError};
+use hashlink::LruCache;
 
 /// Messages read to plan and run turns; the context window decides how many are sent.
 pub(crate) const HISTORY_LIMIT: u64 = 10_000;
 
 /// Events read to fill a gap; a larger gap reloads everything.
 const GAP_LIMIT: u64 = 1_000;
+
+/// Idle conversations whose state is kept, the most recently used ones.
+const IDLE_STATES: usize = 128;
+
+/// A state with a longer history is not kept (it would hold too much memory while idle).
+const IDLE_HISTORY: usize = 1_000;
 
 /// A conversation as of its event `seq` [`Loaded::seq`].
 pub(crate) struct Loaded {
@@ -34,6 +47,24 @@ impl Loaded {
         let history = store.messages_after(id, after, HISTORY_LIMIT).await?;
         let last_turn_start = store.last_turn_start(id).await?;
         Ok(Self { conversation, participants, history, last_turn_start, stale: false })
+    }
+
+    /// `kept` (what an earlier runner knew, if anything) brought up to date, or the conversation
+    /// read afresh. The record is read again in any case (its options and totals are current
+    /// then); if the store has events `kept` lacks, they are applied, or everything is reloaded.
+    pub(crate) async fn resume(
+        store: &dyn ConversationStore,
+        id: ConversationId,
+        kept: Option<Self>,
+    ) -> Result<Self, StoreError> {
+        let Some(mut loaded) = kept else { return Self::load(store, id).await };
+        let current = store.conversation(id).await?;
+        loaded.refresh(store, id, current.last_seq).await?;
+        if loaded.stale || loaded.seq() != current.last_seq {
+            return Self::load(store, id).await;
+        }
+        loaded.conversation = current;
+        Ok(loaded)
     }
 
     /// The newest event it reflects.
@@ -98,5 +129,29 @@ impl Loaded {
             *self = Self::load(store, id).await?;
         }
         Ok(())
+    }
+}
+
+/// The [`Loaded`] states of conversations that went idle, so that the next runner need not read
+/// them again (see [`Loaded::resume`]): at most [`IDLE_STATES`], the least recently used go first.
+pub(crate) struct IdleStates(Mutex<LruCache<ConversationId, Loaded>>);
+
+impl Default for IdleStates {
+    fn default() -> Self {
+        Self(Mutex::new(LruCache::new(IDLE_STATES)))
+    }
+}
+
+impl IdleStates {
+    /// Keeps what a runner that is ending knew, unless it is stale or too large.
+    pub(crate) fn keep(&self, loaded: Loaded) {
+        if !loaded.stale && loaded.history.len() <= IDLE_HISTORY {
+            self.0.lock().unwrap_or_else(PoisonError::into_inner).insert(loaded.conversation.id, loaded);
+        }
+    }
+
+    /// What the last runner of `conversation` knew, if it is kept.
+    pub(crate) fn take(&self, conversation: ConversationId) -> Option<Loaded> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).remove(&conversation)
     }
 }

@@ -202,3 +202,43 @@ async fn tool_progress_streams_as_ephemeral_tool_execution_updates() -> anyhow::
     );
     Ok(())
 }
+
+/// A runner that goes idle leaves what it knew to the next prompt's runner: whatever changed in
+/// between, written to the store by someone else or through the engine, reaches the next request.
+#[tokio::test]
+async fn what_changed_while_a_conversation_was_idle_reaches_its_next_request() -> anyhow::Result<()> {
+    let script = vec![ScriptStep::text("one"), ScriptStep::text("two"), ScriptStep::text("three")];
+    let fixture = Fixture::new(script, Options::default()).await?;
+    let texts = |request: &colloquy_llm_providers::LlmRequest| -> Vec<String> {
+        let text = |part: &ContentPart| match part {
+            ContentPart::Text { text } => Some(text.clone()),
+            _ => None,
+        };
+        request.messages.iter().flat_map(|m| m.content.iter().filter_map(text)).collect()
+    };
+    fixture.say("ada", "first").await?;
+    let history = fixture.history().await?;
+
+    // Another writer (REST on another handle, another process) changes the store directly.
+    let store = fixture.engine.store();
+    store.update_message(fixture.conversation, history[0].id, vec![ContentPart::text("first, edited")]).await?;
+    let agent = colloquy_core_model::AgentSpec {
+        provider: "scripted".into(),
+        model: "scripted-model".into(),
+        system_prompt: Some("Be verbose.".into()),
+        tools: Vec::new(),
+    };
+    store.update_agent(fixture.conversation, fixture.people["assistant"], agent).await?;
+    fixture.say("ada", "second").await?;
+    let requests = fixture.provider.requests();
+    assert_eq!(requests[1].system_prompt.as_deref(), Some("Be verbose."));
+    assert!(requests[1].tools.is_empty(), "the tools as changed");
+    assert_eq!(texts(&requests[1]), ["first, edited", "one", "second"]);
+
+    // Through the engine: the first answer removed.
+    fixture.engine.remove_message(fixture.conversation, history[1].id).await?;
+    fixture.say("ada", "third").await?;
+    let requests = fixture.provider.requests();
+    assert_eq!(texts(&requests[2]), ["first, edited", "second", "two", "third"]);
+    Ok(())
+}
