@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use colloquy_core_model::{ConversationId, ParticipantId, ParticipantRole, TurnEvent};
@@ -83,9 +83,11 @@ pub async fn upgrade(
                 .any(|p| p.trim() == SUBPROTOCOL);
             // Select `colloquy.v1` when offered; the key subprotocol is never echoed.
             let ws = if offered { ws.protocols([SUBPROTOCOL]) } else { ws };
+            // Clients send small frames: a 4 KiB read buffer (tungstenite's default is 128 KiB)
+            // keeps an idle connection small; a larger frame just takes more reads.
             ws.max_message_size(hard)
                 .max_frame_size(hard)
-                .read_buffer_size(8 * 1024)
+                .read_buffer_size(4 * 1024)
                 .on_upgrade(move |socket| connection(state, caller, permits, socket))
         }
         Err(error) => error.into_response(),
@@ -134,8 +136,8 @@ fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
 
 /// One item for the writer.
 enum Outgoing {
-    /// A frame, and how many bytes it counts for.
-    Text(String),
+    /// A frame (cheap to share: an event frame is the same bytes for every subscriber).
+    Text(Utf8Bytes),
     /// The last frame.
     Close(u16, String),
 }
@@ -165,12 +167,12 @@ impl Outbound {
         if queued > self.limit.saturating_mul(2) {
             self.behind.cancel();
         }
-        let _ = self.tx.send(Outgoing::Text(text));
+        let _ = self.tx.send(Outgoing::Text(text.into()));
     }
 
     /// Queues an event, waiting while the connection is over its limit; gives up on the client
     /// (and returns `false`) if it stays behind for `patience`.
-    async fn event(&self, text: String) -> bool {
+    async fn event(&self, text: Utf8Bytes) -> bool {
         let wait_for_room = async {
             while self.queued.load(Ordering::Acquire) > self.limit {
                 let room = self.room.notified();
@@ -223,7 +225,7 @@ async fn serve_connection(state: AppState, caller: Caller, socket: WebSocket) {
                 }
                 Outgoing::Text(text) => {
                     let len = text.len();
-                    let sent = sink.send(Message::Text(text.into())).await;
+                    let sent = sink.send(Message::Text(text)).await;
                     queued.fetch_sub(len, Ordering::AcqRel);
                     room.notify_waiters();
                     if sent.is_err() {
@@ -590,25 +592,33 @@ impl Session {
         let may_approve = access.admin || access.participant.as_ref().is_some_and(|p| p.role == ParticipantRole::Owner);
         let task = tokio::spawn(async move {
             loop {
-                let envelope = match subscription.next().await {
-                    Ok(envelope) => envelope,
+                let delivery = match subscription.next_shared().await {
+                    Ok(delivery) => delivery,
                     Err(error) => {
                         tracing::error!(%error, %conversation, "subscription failed to read the event log");
                         outbound.reply(error_frame(None, ApiError::from(error)));
                         break;
                     }
                 };
+                let envelope = delivery.envelope();
                 match &envelope.event {
                     TurnEvent::ApprovalRequested { .. } if !may_approve => continue,
                     // Its own coming online: the presence frame after the ack said so.
                     TurnEvent::ParticipantPresence { participant_id, .. } if Some(*participant_id) == me => continue,
                     _ => {}
                 }
-                let frame = encode(&ServerFrame::Event {
-                    conversation_id: envelope.conversation_id,
-                    seq: envelope.seq,
-                    event: &envelope.event,
+                // Encoded once for every subscriber of a live event; always UTF-8 (JSON text).
+                let frame = delivery.encoded(|envelope| {
+                    encode(&ServerFrame::Event {
+                        conversation_id: envelope.conversation_id,
+                        seq: envelope.seq,
+                        event: &envelope.event,
+                    })
                 });
+                let Ok(frame) = Utf8Bytes::try_from(frame) else {
+                    tracing::error!(%conversation, "an event frame was not UTF-8: the subscription ended");
+                    break;
+                };
                 if !outbound.event(frame).await {
                     break;
                 }

@@ -383,9 +383,11 @@ impl Engine {
     pub async fn post_message(&self, conversation: ConversationId, post: PostMessage) -> Result<Posted, EngineError> {
         crate::post::check(&post.content, post.client_msg_id.as_deref())?;
         self.inner.check_available(conversation)?;
-        // Fails with not-found for an unknown conversation (its participant list would be empty).
-        self.inner.store.conversation(conversation).await?;
         let participants = self.inner.store.participants(conversation).await?;
+        if participants.is_empty() {
+            // Every conversation has someone in it: this fails with not-found for an unknown one.
+            self.inner.store.conversation(conversation).await?;
+        }
         let sender = match post.sender {
             Some(id) => participants
                 .iter()

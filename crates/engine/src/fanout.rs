@@ -3,6 +3,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
+use bytes::Bytes;
 use colloquy_core_model::{ConversationId, EventEnvelope};
 use colloquy_store::{ConversationStore, StoreError};
 use tokio::sync::broadcast;
@@ -21,10 +22,43 @@ pub trait Relay: Send + Sync {
     fn relay(&self, envelope: &EventEnvelope);
 }
 
+/// An event as a subscription hands it out. A live event is one value shared by every
+/// subscriber of the conversation, with room for one encoding of it they share too: a server
+/// that writes the same bytes to each of a thousand subscribers encodes the event once instead
+/// of copying and encoding it a thousand times.
+#[derive(Debug)]
+pub struct Delivery {
+    envelope: EventEnvelope,
+    encoded: OnceLock<Bytes>,
+}
+
+impl Delivery {
+    fn new(envelope: EventEnvelope) -> Self {
+        Self { envelope, encoded: OnceLock::new() }
+    }
+
+    /// The event.
+    pub fn envelope(&self) -> &EventEnvelope {
+        &self.envelope
+    }
+
+    /// The event encoded by `encode`, which only the first caller runs; every later caller
+    /// gets the same bytes. So all callers must mean the same encoding (the gateway: its
+    /// WebSocket `event` frame).
+    pub fn encoded(&self, encode: impl FnOnce(&EventEnvelope) -> String) -> Bytes {
+        self.encoded.get_or_init(|| Bytes::from(encode(&self.envelope))).clone()
+    }
+
+    /// The event itself, copied only if others still share it.
+    pub fn into_envelope(self: Arc<Self>) -> EventEnvelope {
+        Arc::try_unwrap(self).map_or_else(|shared| shared.envelope.clone(), |delivery| delivery.envelope)
+    }
+}
+
 /// A conversation's live channel, with the newest durable seq that went through it.
 #[derive(Debug)]
 struct Channel {
-    sender: broadcast::Sender<Arc<EventEnvelope>>,
+    sender: broadcast::Sender<Arc<Delivery>>,
     newest: u64,
 }
 
@@ -88,7 +122,7 @@ impl Hub {
         if let Some(relay) = self.relay.get() {
             relay.relay(&envelope);
         }
-        self.deliver(envelope.conversation_id, envelope.seq, || Arc::new(envelope));
+        self.deliver(envelope.conversation_id, envelope.seq, || Arc::new(Delivery::new(envelope)));
     }
 
     /// [`Hub::publish`] for an event the caller keeps: copied only if somebody listens.
@@ -96,13 +130,13 @@ impl Hub {
         if let Some(relay) = self.relay.get() {
             relay.relay(envelope);
         }
-        self.deliver(envelope.conversation_id, envelope.seq, || Arc::new(envelope.clone()));
+        self.deliver(envelope.conversation_id, envelope.seq, || Arc::new(Delivery::new(envelope.clone())));
     }
 
     /// Hands an event another node published (or that a gap check read from the log) to this
     /// node's subscribers; it is not relayed again.
     pub(crate) fn publish_remote(&self, envelope: EventEnvelope) {
-        self.deliver(envelope.conversation_id, envelope.seq, || Arc::new(envelope));
+        self.deliver(envelope.conversation_id, envelope.seq, || Arc::new(Delivery::new(envelope)));
     }
 
     /// The conversations this node's clients follow, with the newest durable seq each channel
@@ -113,7 +147,7 @@ impl Hub {
 
     /// Notes a durable `seq` for the conversation's runner, then hands the event (made only when
     /// someone listens) to the live subscribers.
-    fn deliver(&self, conversation: ConversationId, seq: Option<u64>, event: impl FnOnce() -> Arc<EventEnvelope>) {
+    fn deliver(&self, conversation: ConversationId, seq: Option<u64>, event: impl FnOnce() -> Arc<Delivery>) {
         if let Some(seq) = seq
             && let Some((_, newest)) = self.seqs().get_mut(&conversation)
         {
@@ -130,7 +164,7 @@ impl Hub {
 
     /// A receiver of the conversation's live events; `from_seq` is where its reader starts, so
     /// that a gap check does not look further back than anyone needs.
-    fn subscribe(&self, conversation: ConversationId, from_seq: u64) -> broadcast::Receiver<Arc<EventEnvelope>> {
+    fn subscribe(&self, conversation: ConversationId, from_seq: u64) -> broadcast::Receiver<Arc<Delivery>> {
         let mut channels = self.channels();
         let channel = channels
             .entry(conversation)
@@ -144,7 +178,7 @@ impl Hub {
 pub struct Subscription {
     conversation: ConversationId,
     store: Arc<dyn ConversationStore>,
-    live: broadcast::Receiver<Arc<EventEnvelope>>,
+    live: broadcast::Receiver<Arc<Delivery>>,
     last_seq: u64,
     backlog: VecDeque<EventEnvelope>,
     catching_up: bool,
@@ -183,10 +217,15 @@ impl Subscription {
 
     /// The next event. Waits for one when caught up; fails only if the store fails.
     pub async fn next(&mut self) -> Result<EventEnvelope, StoreError> {
+        self.next_shared().await.map(Delivery::into_envelope)
+    }
+
+    /// [`Subscription::next`] as the hub shares it between subscribers (see [`Delivery`]).
+    pub async fn next_shared(&mut self) -> Result<Arc<Delivery>, StoreError> {
         loop {
             if let Some(envelope) = self.backlog.pop_front() {
                 self.last_seq = envelope.seq.unwrap_or(self.last_seq);
-                return Ok(envelope);
+                return Ok(Arc::new(Delivery::new(envelope)));
             }
             if self.catching_up {
                 let page = self.store.events_after(self.conversation, self.last_seq, REPLAY_PAGE).await?;
@@ -195,12 +234,12 @@ impl Subscription {
                 continue;
             }
             match self.live.recv().await {
-                Ok(envelope) => match envelope.seq {
-                    None => return Ok(EventEnvelope::clone(&envelope)),
+                Ok(delivery) => match delivery.envelope.seq {
+                    None => return Ok(delivery),
                     Some(seq) if seq <= self.last_seq => {}
                     Some(seq) if seq == self.last_seq + 1 => {
                         self.last_seq = seq;
-                        return Ok(EventEnvelope::clone(&envelope));
+                        return Ok(delivery);
                     }
                     // Writers publish after they commit, so two writers may publish out of seq
                     // order; the log has everything up to the seq we just saw.

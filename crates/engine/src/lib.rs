@@ -30,6 +30,6 @@ pub use colloquy_llm_providers::count_tokens;
 pub use context::{ContextWindow, MessageTransformer, TransformContext};
 pub use engine::{Engine, PostMessage, Posted, Quarantined, QueuePolicy};
 pub use error::EngineError;
-pub use fanout::{Relay, Subscription};
+pub use fanout::{Delivery, Relay, Subscription};
 pub use handle::{ConversationHandle, ConversationState, Generated, generate_with_tools};
 pub use inner::{ClusterOptions, ProviderRegistry};

@@ -242,3 +242,30 @@ async fn what_changed_while_a_conversation_was_idle_reaches_its_next_request() -
     assert_eq!(texts(&requests[2]), ["first, edited", "second", "two", "third"]);
     Ok(())
 }
+
+/// Live subscribers of a conversation share each event and one encoding of it; an event
+/// replayed from the log is the subscriber's own.
+#[tokio::test]
+async fn live_subscribers_share_each_event_and_its_encoding() -> anyhow::Result<()> {
+    let fixture = Fixture::new(vec![ScriptStep::text("one"), ScriptStep::text("two")], Options::default()).await?;
+    fixture.say("ada", "first").await?;
+    let (mut a, mut b) = (fixture.subscribe().await?, fixture.subscribe().await?);
+    // The first turn comes from the log: each subscriber reads its own copy.
+    let logged = fixture.engine.store().events_after(fixture.conversation, 0, 1000).await?.len();
+    for _ in 0..logged {
+        let (x, y) = (a.next_shared().await?, b.next_shared().await?);
+        assert_eq!(x.envelope(), y.envelope());
+        assert!(!std::sync::Arc::ptr_eq(&x, &y));
+    }
+    fixture.prompt("second").await?;
+    let encodings = std::sync::atomic::AtomicUsize::new(0);
+    let encode = |envelope: &colloquy_core_model::EventEnvelope| {
+        encodings.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        serde_json::to_string(envelope).unwrap_or_default()
+    };
+    let (x, y) = (a.next_shared().await?, b.next_shared().await?);
+    assert!(std::sync::Arc::ptr_eq(&x, &y), "a live event is one value for both");
+    assert_eq!(x.encoded(encode), y.encoded(encode));
+    assert_eq!(encodings.load(std::sync::atomic::Ordering::Relaxed), 1, "encoded once");
+    Ok(())
+}
