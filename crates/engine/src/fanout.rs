@@ -62,10 +62,20 @@ struct Channel {
     newest: u64,
 }
 
-/// One broadcast channel per conversation that has subscribers.
+/// The live channels by conversation.
+type Channels = Arc<Mutex<HashMap<ConversationId, Channel>>>;
+
+fn lock(channels: &Channels) -> std::sync::MutexGuard<'_, HashMap<ConversationId, Channel>> {
+    // The map stays consistent even if a holder panicked: every update is a single call.
+    channels.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One broadcast channel per conversation that has subscribers: made by the first, dropped
+/// with the last (an idle conversation nobody follows holds no channel, whose ring buffer would
+/// keep its last events).
 #[derive(Default)]
 pub(crate) struct Hub {
-    channels: Mutex<HashMap<ConversationId, Channel>>,
+    channels: Channels,
     /// Set when the engine joins a cluster: what this node publishes also goes to the others.
     relay: OnceLock<Arc<dyn Relay>>,
     /// The newest durable seq published per conversation with a runner, so that a runner knows
@@ -82,8 +92,7 @@ impl std::fmt::Debug for Hub {
 
 impl Hub {
     fn channels(&self) -> std::sync::MutexGuard<'_, HashMap<ConversationId, Channel>> {
-        // The map stays consistent even if a holder panicked: every update is a single call.
-        self.channels.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.channels)
     }
 
     fn seqs(&self) -> std::sync::MutexGuard<'_, HashMap<ConversationId, (u64, u64)>> {
@@ -178,10 +187,23 @@ impl Hub {
 pub struct Subscription {
     conversation: ConversationId,
     store: Arc<dyn ConversationStore>,
+    /// The hub's channels, to drop the conversation's with its last subscriber.
+    channels: Channels,
     live: broadcast::Receiver<Arc<Delivery>>,
     last_seq: u64,
     backlog: VecDeque<EventEnvelope>,
     catching_up: bool,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        // Under the map's lock, so that a subscriber arriving now gets a live channel: this
+        // receiver still counts, so 1 means it was the last.
+        let mut channels = lock(&self.channels);
+        if channels.get(&self.conversation).is_some_and(|channel| channel.sender.receiver_count() <= 1) {
+            channels.remove(&self.conversation);
+        }
+    }
 }
 
 impl std::fmt::Debug for Subscription {
@@ -202,7 +224,8 @@ impl Subscription {
     ) -> Self {
         // Listen before reading the log, so nothing published meanwhile is missed.
         let live = hub.subscribe(conversation, after_seq);
-        Self { conversation, store, live, last_seq: after_seq, backlog: VecDeque::new(), catching_up: true }
+        let channels = Arc::clone(&hub.channels);
+        Self { conversation, store, channels, live, last_seq: after_seq, backlog: VecDeque::new(), catching_up: true }
     }
 
     /// The conversation it follows.
@@ -250,5 +273,32 @@ impl Subscription {
                 Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use colloquy_store::{SeaStore, StoreOptions};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_conversations_channel_lives_as_long_as_its_subscribers() -> Result<(), StoreError> {
+        let hub = Hub::default();
+        let store: Arc<dyn ConversationStore> =
+            Arc::new(SeaStore::connect("sqlite::memory:", StoreOptions::default()).await?);
+        let (one, other) = (ConversationId::new(), ConversationId::new());
+        let first = Subscription::new(&hub, Arc::clone(&store), one, 0);
+        let second = Subscription::new(&hub, Arc::clone(&store), one, 0);
+        let elsewhere = Subscription::new(&hub, Arc::clone(&store), other, 0);
+        assert_eq!(hub.channels().len(), 2);
+        drop(first);
+        assert!(hub.channels().contains_key(&one), "one subscriber is left");
+        drop(second);
+        assert!(!hub.channels().contains_key(&one), "gone with its last subscriber");
+        assert!(hub.channels().contains_key(&other));
+        drop(elsewhere);
+        assert!(hub.channels().is_empty());
+        Ok(())
     }
 }
