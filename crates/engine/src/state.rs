@@ -8,7 +8,9 @@
 
 use std::sync::{Mutex, PoisonError};
 
-use colloquy_core_model::{Conversation, ConversationId, EventEnvelope, Message, Participant, TurnEvent};
+use colloquy_core_model::{
+    ContentPart, Conversation, ConversationId, EventEnvelope, MediaSource, Message, Participant, TurnEvent,
+};
 use colloquy_store::{ConversationStore, StoreError};
 use hashlink::LruCache;
 
@@ -23,6 +25,10 @@ const IDLE_STATES: usize = 128;
 
 /// A state with a longer history is not kept (it would hold too much memory while idle).
 const IDLE_HISTORY: usize = 1_000;
+
+/// The kept states together weigh at most this (see [`weight`]): long histories of large
+/// messages (tool output, inline images) cannot make idle conversations hold much memory.
+const IDLE_BYTES: usize = 16 << 20;
 
 /// A conversation as of its event `seq` [`Loaded::seq`].
 pub(crate) struct Loaded {
@@ -133,25 +139,135 @@ impl Loaded {
 }
 
 /// The [`Loaded`] states of conversations that went idle, so that the next runner need not read
-/// them again (see [`Loaded::resume`]): at most [`IDLE_STATES`], the least recently used go first.
-pub(crate) struct IdleStates(Mutex<LruCache<ConversationId, Loaded>>);
+/// them again (see [`Loaded::resume`]): at most [`IDLE_STATES`] weighing [`IDLE_BYTES`] together,
+/// the least recently used go first.
+pub(crate) struct IdleStates(Mutex<Kept>);
+
+struct Kept {
+    states: LruCache<ConversationId, (Loaded, usize)>,
+    /// The weights of `states`, summed.
+    bytes: usize,
+}
 
 impl Default for IdleStates {
     fn default() -> Self {
-        Self(Mutex::new(LruCache::new(IDLE_STATES)))
+        Self(Mutex::new(Kept { states: LruCache::new(IDLE_STATES), bytes: 0 }))
     }
 }
 
 impl IdleStates {
+    fn kept(&self) -> std::sync::MutexGuard<'_, Kept> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Keeps what a runner that is ending knew, unless it is stale or too large.
     pub(crate) fn keep(&self, loaded: Loaded) {
-        if !loaded.stale && loaded.history.len() <= IDLE_HISTORY {
-            self.0.lock().unwrap_or_else(PoisonError::into_inner).insert(loaded.conversation.id, loaded);
+        if loaded.stale || loaded.history.len() > IDLE_HISTORY {
+            return;
         }
+        let weight: usize = loaded.history.iter().map(weight).sum();
+        if weight > IDLE_BYTES / 8 {
+            return;
+        }
+        let mut kept = self.kept();
+        let Kept { states, bytes } = &mut *kept;
+        if let Some((_, replaced)) = states.remove(&loaded.conversation.id) {
+            *bytes -= replaced;
+        }
+        // At capacity the cache drops its least recently used entry itself: take it out first.
+        while states.len() >= IDLE_STATES || *bytes + weight > IDLE_BYTES {
+            let Some((_, (_, dropped))) = states.remove_lru() else { break };
+            *bytes -= dropped;
+        }
+        *bytes += weight;
+        states.insert(loaded.conversation.id, (loaded, weight));
     }
 
     /// What the last runner of `conversation` knew, if it is kept.
     pub(crate) fn take(&self, conversation: ConversationId) -> Option<Loaded> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).remove(&conversation)
+        let mut kept = self.kept();
+        let (loaded, weight) = kept.states.remove(&conversation)?;
+        kept.bytes -= weight;
+        Some(loaded)
+    }
+}
+
+/// About how many bytes a message holds: its content's text and data, plus a fixed part.
+fn weight(message: &Message) -> usize {
+    let part = |part: &ContentPart| match part {
+        ContentPart::Text { text } => text.len(),
+        ContentPart::Image { source } | ContentPart::File { source, .. } => match source {
+            MediaSource::Base64 { data, .. } => data.len(),
+            MediaSource::Url { url } => url.len(),
+        },
+        ContentPart::ToolCall { name, arguments, .. } => name.len() + arguments.to_string().len(),
+        ContentPart::ToolResult { content, name, .. } => name.len() + content.len(),
+        other => serde_json::to_string(other).map_or(256, |json| json.len()),
+    };
+    256 + message.content.iter().map(part).sum::<usize>()
+}
+
+#[cfg(test)]
+mod tests {
+    use colloquy_core_model::{MessageRole, NewMessage};
+
+    use super::*;
+
+    fn state(history: Vec<Message>) -> Loaded {
+        let now = chrono::Utc::now();
+        let conversation = Conversation {
+            id: ConversationId::new(),
+            kind: colloquy_core_model::ConversationKind::UserAgent,
+            status: colloquy_core_model::ConversationStatus::Active,
+            title: None,
+            summary: None,
+            tags: Vec::new(),
+            options: colloquy_core_model::Options::default(),
+            created_at: now,
+            last_activity: now,
+            expires_at: None,
+            forked_from: None,
+            totals: colloquy_core_model::Totals::default(),
+            last_seq: 0,
+        };
+        Loaded { conversation, participants: Vec::new(), history, last_turn_start: None, stale: false }
+    }
+
+    fn message(text: &str) -> Message {
+        NewMessage::new(MessageRole::User, vec![ContentPart::text(text)]).into_message(
+            ConversationId::new(),
+            1,
+            chrono::Utc::now(),
+        )
+    }
+
+    #[test]
+    fn kept_states_stay_within_their_count_and_weight() {
+        let idle = IdleStates::default();
+        let ids: Vec<ConversationId> = (0..IDLE_STATES + 10)
+            .map(|_| {
+                let loaded = state(vec![message("hello")]);
+                let id = loaded.conversation.id;
+                idle.keep(loaded);
+                id
+            })
+            .collect();
+        assert_eq!(idle.kept().states.len(), IDLE_STATES);
+        assert!(idle.take(ids[0]).is_none(), "the least recently kept went first");
+        assert!(idle.take(ids[ids.len() - 1]).is_some());
+
+        // Large histories: at most IDLE_BYTES together, and one too heavy is not kept at all.
+        let big = "x".repeat(IDLE_BYTES / 8 / 4);
+        for _ in 0..20 {
+            idle.keep(state(vec![message(&big), message(&big), message(&big)]));
+        }
+        let kept = idle.kept();
+        assert!(kept.bytes <= IDLE_BYTES, "{} bytes kept", kept.bytes);
+        assert_eq!(kept.bytes, kept.states.iter().map(|(_, (_, w))| w).sum::<usize>());
+        drop(kept);
+        let heavy = state(vec![message(&big), message(&big), message(&big), message(&big), message(&big)]);
+        let heavy_id = heavy.conversation.id;
+        idle.keep(heavy);
+        assert!(idle.take(heavy_id).is_none());
     }
 }
