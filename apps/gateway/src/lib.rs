@@ -204,9 +204,9 @@ impl AppState {
     }
 }
 
-/// Every route, as `(method, path)`: those of the OpenAPI description and the A2A ones beside
-/// it (the chat page's public files aside). The authorization test checks that its table has a
-/// row for each, so a new route cannot go untested.
+/// Every route, as `(method, path)`: those of the OpenAPI description, and beside it the A2A
+/// ones and the chat page's. The authorization test checks that its table has a row for each,
+/// so a new route cannot go untested.
 pub fn routes() -> Vec<(String, String)> {
     let (_, document) = openapi::routes().split_for_parts();
     let mut routes = Vec::new();
@@ -220,7 +220,8 @@ pub fn routes() -> Vec<(String, String)> {
         ];
         routes.extend(methods.into_iter().filter(|(_, has)| *has).map(|(method, _)| (method.to_owned(), path.clone())));
     }
-    routes.extend(a2a::ROUTES.iter().map(|(method, path)| ((*method).to_owned(), (*path).to_owned())));
+    let beside = a2a::ROUTES.iter().chain(web::ROUTES.iter());
+    routes.extend(beside.map(|(method, path)| ((*method).to_owned(), (*path).to_owned())));
     routes
 }
 

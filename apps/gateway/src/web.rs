@@ -28,9 +28,12 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
      img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; \
      frame-ancestors 'none'; object-src 'none'";
 
-/// The page's routes, merged into the gateway's router outside the OpenAPI document.
+/// The page's routes, `(method, path)`: public, outside the OpenAPI document.
+pub const ROUTES: [(&str, &str); 2] = [("GET", "/"), ("GET", "/assets/{*path}")];
+
+/// The page's routes, merged into the gateway's router.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/", get(index)).route("/assets/{*path}", get(asset))
+    Router::new().route(ROUTES[0].1, get(index)).route(ROUTES[1].1, get(asset))
 }
 
 /// `GET /`: the chat page.

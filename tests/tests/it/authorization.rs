@@ -182,9 +182,16 @@ async fn every_route_answers_each_caller_as_the_policy_says() -> anyhow::Result<
             };
             let agent = json!({ "provider": "unconfigured", "model": "none", "tools": [] });
             let (expect, body): (Box<dyn Fn(Who) -> Outcome>, Option<Value>) = match (method.as_str(), path.as_str()) {
-                ("GET", "/healthz" | "/readyz" | "/openapi.json" | "/metrics" | "/.well-known/agent-card.json") => {
-                    (Box::new(public), None)
-                }
+                (
+                    "GET",
+                    "/healthz"
+                    | "/readyz"
+                    | "/openapi.json"
+                    | "/metrics"
+                    | "/.well-known/agent-card.json"
+                    | "/"
+                    | "/assets/{*path}",
+                ) => (Box::new(public), None),
                 // A2A: posting into the conversation (its contextId), as `send` would.
                 ("POST", "/a2a/v1") => (
                     Box::new(poster(200)),
@@ -280,6 +287,7 @@ async fn every_route_answers_each_caller_as_the_policy_says() -> anyhow::Result<
             let url = if path == "/v1/keys/{id}" { format!("/v1/keys/{key_id}") } else { url };
             let url = match path.as_str() {
                 "/v1/search" => "/v1/search?q=hi".to_owned(),
+                "/assets/{*path}" => "/assets/app.js".to_owned(),
                 "/v1/conversations/{id}/history" => format!("{url}?max_tokens=1000"),
                 _ => url,
             };
