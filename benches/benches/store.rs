@@ -37,6 +37,8 @@ async fn conversation(store: &SeaStore) -> Result<ConversationId, StoreError> {
     let id = ConversationId::new();
     let participant = |kind, name: &str| NewParticipant {
         account: None,
+        a2a_url: None,
+        a2a_key: None,
         id: ParticipantId::new(),
         kind,
         display_name: name.to_owned(),

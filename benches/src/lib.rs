@@ -51,6 +51,8 @@ impl TurnFixture {
         let id = ConversationId::new();
         let participant = |kind, name: &str, agent| NewParticipant {
             account: None,
+            a2a_url: None,
+            a2a_key: None,
             id: ParticipantId::new(),
             kind,
             display_name: name.to_owned(),

@@ -13,6 +13,7 @@ mod m20261202_000004_queued_messages;
 mod m20261202_000005_usage_estimated;
 mod m20261202_000006_accounts;
 mod m20261202_000007_event_message_refs;
+mod m20261203_000008_a2a_participants;
 
 /// Every migration of the Colloquy schema, oldest first.
 pub struct Migrator;
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000005_usage_estimated::Migration),
             Box::new(m20261202_000006_accounts::Migration),
             Box::new(m20261202_000007_event_message_refs::Migration),
+            Box::new(m20261203_000008_a2a_participants::Migration),
         ]
     }
 }

@@ -105,6 +105,7 @@ async fn check(args: Args) -> anyhow::Result<()> {
         temperature: Some(0.0),
         max_tokens: Some(64),
         conversation: None,
+        provider_state: None,
     };
     let reply = stream(&provider, request).await.context("the short prompt failed")?;
     if text_of(&reply).trim().is_empty() {
@@ -134,6 +135,7 @@ async fn check(args: Args) -> anyhow::Result<()> {
         temperature: Some(0.0),
         max_tokens: Some(128),
         conversation: None,
+        provider_state: None,
     };
     let reply = stream(&provider, request.clone())
         .await

@@ -23,6 +23,13 @@ pub struct Config {
     pub max_frame_bytes: usize,
     /// The agent a conversation gets when it is created without one.
     pub agent: AgentConfig,
+    /// More agents, by name, each served as its own A2A agent (`/a2a/agents/NAME`, docs/a2a.md);
+    /// unset fields are the default agent's.
+    pub agents: BTreeMap<String, AgentConfig>,
+    /// URL prefixes (`https://agents.example.com/`) of remote A2A agents that any conversation
+    /// owner may add as a service participant (`a2a_url`). Admins may add any; others none
+    /// unless listed here, since the gateway sends requests wherever `a2a_url` points.
+    pub a2a_allowed_urls: Vec<String>,
     /// LLM providers by name; the default agent's `provider` names one of them.
     pub providers: BTreeMap<String, ProviderConfig>,
     /// With no provider configured, look for an Ollama server on 127.0.0.1:11434 at start.
@@ -207,6 +214,8 @@ pub struct AgentConfig {
     pub system_prompt: Option<String>,
     /// Tool names; unset means every built-in tool.
     pub tools: Option<Vec<String>>,
+    /// What the agent does, for its A2A agent card.
+    pub description: Option<String>,
 }
 
 /// One LLM provider.
@@ -260,11 +269,13 @@ pub enum ProviderConfig {
 
 /// The top-level keys, so that other `COLLOQUY_*` variables (`COLLOQUY_CONFIG`, test settings)
 /// are not mistaken for configuration.
-const KEYS: [&str; 15] = [
+const KEYS: [&str; 17] = [
     "listen",
     "database_url",
     "max_frame_bytes",
     "agent",
+    "agents",
+    "a2a_allowed_urls",
     "providers",
     "discover_ollama",
     "conversation_ttl_hours",
@@ -305,6 +316,8 @@ impl Config {
             "database_url": "sqlite://colloquy.db?mode=rwc",
             "max_frame_bytes": 256 * 1024,
             "agent": {},
+            "agents": {},
+            "a2a_allowed_urls": [],
             "providers": {},
             "discover_ollama": true,
             "conversation_ttl_hours": 24,
@@ -320,6 +333,11 @@ impl Config {
 
     /// Refuses settings that cannot be safe: `auth = "off"` on an address other machines reach.
     pub fn check(&self) -> Result<(), String> {
+        if let Some(name) = self.agents.keys().find(|name| !crate::a2a::is_agent_name(name)) {
+            return Err(format!(
+                "agents.{name}: an agent's name is part of its A2A URL, so use 1-64 letters, digits, `-` or `_`"
+            ));
+        }
         if self.auth == AuthMode::Off && !self.listen.ip().is_loopback() {
             return Err(format!(
                 "auth = \"off\" is for local development only, but listen = {} is reachable from other machines: \

@@ -55,6 +55,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The agent a conversation gets when created without one.
     pub default_agent: AgentSpec,
+    /// The named agents (`[agents.NAME]`), each an A2A agent of its own.
+    pub agents: Arc<std::collections::BTreeMap<String, AgentSpec>>,
     /// Checks API keys.
     auth: Arc<auth::Auth>,
     /// Connection and rate counters.
@@ -127,6 +129,7 @@ impl AppState {
             engine,
             config: Arc::new(config),
             default_agent: providers.default_agent,
+            agents: Arc::new(providers.agents),
             auth,
             limits,
             presence: Arc::default(),

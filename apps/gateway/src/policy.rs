@@ -96,6 +96,20 @@ pub fn sender(
     }
 }
 
+/// Whether `caller` may have the gateway call the remote A2A agent at `url` (a service
+/// participant's `a2a_url`): admins may; others only at the URL prefixes the operator lists in
+/// `a2a_allowed_urls`, since otherwise anyone could make the gateway send requests into the
+/// network it runs in.
+pub fn may_call_remote_agent(config: &crate::Config, caller: &Caller, url: &str) -> Result<(), ApiError> {
+    colloquy_core_model::check_a2a_url(url).map_err(|error| ApiError::bad_request(ErrorCode::InvalidBody, error))?;
+    if caller.is_admin() || config.a2a_allowed_urls.iter().any(|prefix| url.starts_with(prefix.as_str())) {
+        return Ok(());
+    }
+    Err(ApiError::forbidden(format!(
+        "only an admin may add a remote A2A agent at {url}: ask the operator to list its URL in a2a_allowed_urls"
+    )))
+}
+
 /// Admin-only routes (accounts, keys).
 pub fn require_admin(caller: &Caller) -> Result<(), ApiError> {
     if caller.is_admin() { Ok(()) } else { Err(ApiError::forbidden("only an admin may manage accounts and keys")) }

@@ -28,6 +28,8 @@ pub struct Providers {
     pub registry: ProviderRegistry,
     /// The default agent.
     pub default_agent: AgentSpec,
+    /// The named agents (`[agents.NAME]`).
+    pub agents: BTreeMap<String, AgentSpec>,
     /// Lines to print at start, saying what is in use.
     pub banner: Vec<String>,
 }
@@ -105,23 +107,40 @@ pub async fn build(config: &Config, builtin_tools: Vec<String>) -> Providers {
         }
     }
 
-    let provider = config
-        .agent
-        .provider
-        .clone()
-        .or_else(|| default_models.first().map(|(name, _)| name.clone()))
-        .unwrap_or_else(|| UNCONFIGURED.to_owned());
-    let model = config.agent.model.clone().unwrap_or_else(|| {
-        default_models.iter().find(|(name, _)| *name == provider).map_or_else(|| "none".to_owned(), |(_, m)| m.clone())
-    });
-    banner.push(format!("default agent: provider `{provider}`, model `{model}`"));
-    let default_agent = AgentSpec {
-        provider,
-        model,
-        system_prompt: config.agent.system_prompt.clone(),
-        tools: config.agent.tools.clone().unwrap_or(builtin_tools),
+    // A named agent's unset fields are the default agent's.
+    let resolve = |agent: &crate::config::AgentConfig, base: Option<&AgentSpec>| {
+        let provider = agent
+            .provider
+            .clone()
+            .or_else(|| base.map(|b| b.provider.clone()))
+            .or_else(|| default_models.first().map(|(name, _)| name.clone()))
+            .unwrap_or_else(|| UNCONFIGURED.to_owned());
+        let model = agent.model.clone().or_else(|| base.filter(|b| b.provider == provider).map(|b| b.model.clone()));
+        let model = model.unwrap_or_else(|| {
+            default_models
+                .iter()
+                .find(|(name, _)| *name == provider)
+                .map_or_else(|| "none".to_owned(), |(_, m)| m.clone())
+        });
+        AgentSpec {
+            provider,
+            model,
+            system_prompt: agent.system_prompt.clone().or_else(|| base.and_then(|b| b.system_prompt.clone())),
+            tools: agent
+                .tools
+                .clone()
+                .or_else(|| base.map(|b| b.tools.clone()))
+                .unwrap_or_else(|| builtin_tools.clone()),
+        }
     };
-    Providers { registry, default_agent, banner }
+    let default_agent = resolve(&config.agent, None);
+    banner.push(format!("default agent: provider `{}`, model `{}`", default_agent.provider, default_agent.model));
+    let agents: BTreeMap<String, AgentSpec> =
+        config.agents.iter().map(|(name, agent)| (name.clone(), resolve(agent, Some(&default_agent)))).collect();
+    for (name, agent) in &agents {
+        banner.push(format!("agent `{name}`: provider `{}`, model `{}`", agent.provider, agent.model));
+    }
+    Providers { registry, default_agent, agents, banner }
 }
 
 /// An HTTP provider as the engine gets it: retried before its first event (default policy),

@@ -139,6 +139,14 @@ pub struct ParticipantRequest {
     /// For agents; the configured default agent when absent.
     pub agent: Option<crate::AgentSpec>,
     /// The account of the person or service it stands for. The first user or service without
-    /// one is the caller; agents belong to the caller.
+    /// one is the caller; agents belong to the caller. A service that is a remote A2A agent
+    /// needs none.
     pub account_id: Option<crate::AccountId>,
+    /// For a service: the remote A2A agent it is ([`crate::Participant::a2a_url`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub a2a_url: Option<String>,
+    /// The bearer key to send that agent, if it needs one; never shown again.
+    #[serde(default, skip_serializing)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub a2a_key: Option<crate::WriteOnly>,
 }

@@ -47,6 +47,41 @@ pub struct AgentSpec {
     pub tools: Vec<String>,
 }
 
+/// A secret a request carries in, such as a remote agent's key: read from JSON, never written
+/// back out (it is skipped when serialized), hidden from `Debug`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct WriteOnly(String);
+
+impl WriteOnly {
+    /// Wraps `secret`.
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for WriteOnly {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Checks a remote A2A agent's URL (`a2a_url`): an `http` or `https` URL, of at most 2,048
+/// bytes; the error says what is wrong with it.
+pub fn check_a2a_url(url: &str) -> Result<(), String> {
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+    match rest {
+        _ if url.len() > 2048 => Err(format!("a2a_url is {} bytes long; at most 2048 are allowed", url.len())),
+        Some(rest) if !rest.is_empty() && !url.chars().any(|c| c.is_whitespace() || c.is_control()) => Ok(()),
+        _ => Err(format!("a2a_url `{url}` is not an http:// or https:// URL: give the remote agent's base URL")),
+    }
+}
+
 /// One party in one conversation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -68,6 +103,12 @@ pub struct Participant {
     /// the account that added an agent. One account is one identity in many conversations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account: Option<AccountId>,
+    /// For a `service` that is a remote A2A agent: its base URL (where its agent card is) or
+    /// its JSON-RPC URL. When the responder policy picks it, Colloquy sends it the message to
+    /// answer and streams its reply in as this participant's message (docs/a2a.md). Its key,
+    /// if it has one, is kept by the store and never shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub a2a_url: Option<String>,
     /// When it joined.
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub joined_at: Timestamp,

@@ -135,6 +135,7 @@ fn any_participant() -> impl Strategy<Value = Participant> {
             tools: vec!["calculator".into()],
         }),
         account: bound.then(AccountId::new),
+        a2a_url: None,
         joined_at: Utc.timestamp_opt(1_700_000_000, 0).single().unwrap_or_default(),
         left_at: None,
     })

@@ -6,6 +6,19 @@ use std::collections::HashMap;
 use colloquy_core_model::{ContentPart, Message, MessageRole, ParticipantId};
 use colloquy_llm_providers::{RequestMessage, count_tokens, message_tokens};
 
+/// The key of a reply's metadata that holds what its provider keeps for its next request
+/// ([`colloquy_llm_providers::ProviderEvent::State`]).
+pub(crate) const PROVIDER_STATE: &str = "provider_state";
+
+/// What `agent`'s provider kept with its newest reply in `history`.
+pub(crate) fn provider_state(history: &[Message], agent: ParticipantId) -> Option<serde_json::Value> {
+    history
+        .iter()
+        .rev()
+        .filter(|m| m.sender == Some(agent) && m.role == MessageRole::Assistant)
+        .find_map(|m| m.metadata.get(PROVIDER_STATE).cloned())
+}
+
 /// What a [`MessageTransformer`] knows about the request it shapes.
 #[derive(Debug, Clone, Copy)]
 pub struct TransformContext<'a> {

@@ -38,14 +38,32 @@ impl Engine {
             role: ParticipantRole::Owner,
             agent: None,
             account: Some(me),
+            a2a_url: None,
+            a2a_key: None,
         };
         let mut participants: Vec<NewParticipant> = match request.participants {
             Some(list) => {
                 let mut creator_placed = false;
                 let mut out = Vec::with_capacity(list.len() + 1);
                 for (index, p) in list.into_iter().enumerate() {
+                    let remote = p.a2a_url.is_some();
+                    if remote && p.kind != ParticipantKind::Service {
+                        return Err(EngineError::InvalidConversation(format!(
+                            "participant {index} ({:?}) has an a2a_url: only a service can be a remote A2A agent",
+                            p.kind
+                        )));
+                    }
+                    if let Some(url) = &p.a2a_url {
+                        colloquy_core_model::check_a2a_url(url).map_err(|error| {
+                            EngineError::InvalidConversation(format!("participant {index}: {error}"))
+                        })?;
+                    } else if p.a2a_key.is_some() {
+                        return Err(EngineError::InvalidConversation(format!(
+                            "participant {index} has an a2a_key but no a2a_url: the key is sent to that URL"
+                        )));
+                    }
                     let account = match (p.kind, p.account_id) {
-                        (ParticipantKind::Agent, _) => me,
+                        (ParticipantKind::Agent, _) => Some(me),
                         (_, Some(account)) => {
                             if account != me {
                                 self.account(account).await.map_err(|_| {
@@ -54,9 +72,11 @@ impl Engine {
                                     ))
                                 })?;
                             }
-                            account
+                            Some(account)
                         }
-                        (_, None) if !creator_placed => me,
+                        // A remote agent speaks for nobody here.
+                        (_, None) if remote => None,
+                        (_, None) if !creator_placed => Some(me),
                         (kind, None) => {
                             return Err(EngineError::InvalidConversation(format!(
                                 "participant {index} ({kind:?}) has no account_id: only the first user or service may \
@@ -64,7 +84,7 @@ impl Engine {
                             )));
                         }
                     };
-                    creator_placed |= p.kind != ParticipantKind::Agent && account == me;
+                    creator_placed |= p.kind != ParticipantKind::Agent && account == Some(me);
                     let agent = (p.kind == ParticipantKind::Agent).then(|| agent_spec(p.agent));
                     out.push(NewParticipant {
                         id: ParticipantId::new(),
@@ -72,7 +92,9 @@ impl Engine {
                         display_name: p.display_name,
                         role: p.role,
                         agent,
-                        account: Some(account),
+                        account,
+                        a2a_url: p.a2a_url,
+                        a2a_key: p.a2a_key,
                     });
                 }
                 if !creator_placed && creator.kind != AccountKind::Admin {
@@ -90,6 +112,8 @@ impl Engine {
                     role: ParticipantRole::Member,
                     agent: Some(agent_spec(request.agent)),
                     account: Some(me),
+                    a2a_url: None,
+                    a2a_key: None,
                 },
             ],
         };

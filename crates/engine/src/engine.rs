@@ -219,6 +219,7 @@ impl Engine {
             models: crate::conversations::ModelCache::default(),
             cluster: std::sync::OnceLock::new(),
             idle: crate::state::IdleStates::default(),
+            remote_agents: crate::inner::RemoteAgents::default(),
         };
         Self { inner: Arc::new(inner) }
     }

@@ -43,6 +43,8 @@ impl Engine {
         let (user, agent) = (ParticipantId::new(), ParticipantId::new());
         let participant = |id, kind, name: &str, agent| NewParticipant {
             account: None,
+            a2a_url: None,
+            a2a_key: None,
             id,
             kind,
             display_name: name.to_owned(),

@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-use colloquy_core_model::{ConversationId, EventEnvelope, TurnEvent};
+use colloquy_core_model::{ConversationId, EventEnvelope, Participant, ParticipantId, TurnEvent};
 use colloquy_llm_providers::LlmProvider;
 use colloquy_store::{ConversationStore, FencingToken, StoreError};
 use colloquy_tools::ToolExecutor;
@@ -16,6 +16,9 @@ use crate::EngineError;
 use crate::context::MessageTransformer;
 use crate::fanout::Hub;
 use crate::table::Runner;
+
+/// The provider name on the replies of remote A2A agent participants.
+pub(crate) const REMOTE_A2A_PROVIDER: &str = "a2a";
 
 /// Providers by the name agents use for them (`AgentSpec::provider`).
 pub type ProviderRegistry = HashMap<String, Arc<dyn LlmProvider>>;
@@ -53,9 +56,42 @@ pub(crate) struct Inner {
     pub(crate) cluster: OnceLock<ClusterOptions>,
     /// What the runners of now idle conversations knew.
     pub(crate) idle: crate::state::IdleStates,
+    /// The providers of service participants that are remote A2A agents, made at first need.
+    pub(crate) remote_agents: RemoteAgents,
+}
+
+/// How many remote A2A agents' providers are kept (each holds an HTTP connection pool).
+const REMOTE_AGENTS_KEPT: usize = 256;
+
+/// The providers of remote A2A agent participants, by conversation and participant.
+pub(crate) struct RemoteAgents(Mutex<hashlink::LruCache<(ConversationId, ParticipantId), Arc<dyn LlmProvider>>>);
+
+impl Default for RemoteAgents {
+    fn default() -> Self {
+        Self(Mutex::new(hashlink::LruCache::new(REMOTE_AGENTS_KEPT)))
+    }
 }
 
 impl Inner {
+    /// The provider that answers for `participant`, a service that is a remote A2A agent: made
+    /// at first need with the key the store keeps for it, then kept.
+    pub(crate) async fn remote_agent(&self, participant: &Participant) -> Result<Arc<dyn LlmProvider>, StoreError> {
+        let key = (participant.conversation_id, participant.id);
+        if let Some(provider) = self.remote_agents.0.lock().unwrap_or_else(PoisonError::into_inner).get(&key) {
+            return Ok(Arc::clone(provider));
+        }
+        let api_key = self.store.a2a_key(participant.conversation_id, participant.id).await?;
+        let config = colloquy_llm_providers::A2aConfig {
+            name: REMOTE_A2A_PROVIDER.to_owned(),
+            url: participant.a2a_url.clone().unwrap_or_default(),
+            api_key,
+        };
+        let provider: Arc<dyn LlmProvider> =
+            Arc::new(colloquy_llm_providers::Counted::new(colloquy_llm_providers::A2aAgent::new(config)));
+        self.remote_agents.0.lock().unwrap_or_else(PoisonError::into_inner).insert(key, Arc::clone(&provider));
+        Ok(provider)
+    }
+
     /// Stores a batch of a turn's events in one commit, then publishes them in seq order.
     pub(crate) async fn record(
         &self,

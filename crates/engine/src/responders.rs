@@ -11,7 +11,7 @@ use colloquy_core_model::{
 use colloquy_llm_providers::{LlmRequest, RequestMessage, ResponseAccumulator};
 use futures::StreamExt;
 
-use crate::inner::ProviderRegistry;
+use crate::inner::{ProviderRegistry, REMOTE_A2A_PROVIDER};
 use crate::state::Loaded;
 
 /// An agent that can answer, with how it answers.
@@ -29,6 +29,22 @@ pub(crate) struct Plan {
     pub(crate) trigger: u64,
     /// In order; each runs one turn.
     pub(crate) responders: Vec<Agent>,
+}
+
+/// How `participant` answers, if it does: an agent by its spec; a service that is a remote A2A
+/// agent by what that agent says (no prompt, no tools of Colloquy's).
+fn answers(participant: &Participant) -> Option<Agent> {
+    let spec = match participant.kind {
+        ParticipantKind::Agent => participant.agent.clone()?,
+        ParticipantKind::Service if participant.a2a_url.is_some() => AgentSpec {
+            provider: REMOTE_A2A_PROVIDER.to_owned(),
+            model: REMOTE_A2A_PROVIDER.to_owned(),
+            system_prompt: None,
+            tools: Vec::new(),
+        },
+        _ => return None,
+    };
+    Some((participant.clone(), spec))
 }
 
 /// Display names when the conversation has more than two sides.
@@ -55,11 +71,7 @@ pub(crate) async fn plan(
     force: bool,
 ) -> Option<Plan> {
     let (record, participants, history) = (&loaded.conversation, &loaded.participants, &loaded.history);
-    let agents: Vec<Agent> = participants
-        .iter()
-        .filter(|p| p.kind == ParticipantKind::Agent && p.left_at.is_none())
-        .filter_map(|p| p.agent.clone().map(|spec| (p.clone(), spec)))
-        .collect();
+    let agents: Vec<Agent> = participants.iter().filter(|p| p.left_at.is_none()).filter_map(answers).collect();
     if agents.is_empty() {
         return None;
     }
@@ -204,6 +216,7 @@ async fn select_speaker<'a>(
         temperature: Some(0.0),
         max_tokens: Some(20),
         conversation: None,
+        provider_state: None,
     };
     let mut stream = provider.stream(request);
     let mut accumulator = ResponseAccumulator::new();

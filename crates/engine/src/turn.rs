@@ -17,7 +17,7 @@ use colloquy_tools::{ExecutionEvent, ExecutorConfig, ToolCallRequest, ToolContex
 use futures::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::context::{TransformContext, request_messages};
+use crate::context::{PROVIDER_STATE, TransformContext, provider_state, request_messages};
 use crate::inner::Inner;
 use crate::recorder::Recorder;
 use crate::responders;
@@ -299,7 +299,15 @@ impl Turn<'_, '_> {
     /// LLM requests and tool rounds from request number `first` until a stop reason.
     async fn requests(&mut self, first: u32) -> StopReason {
         let spec = self.setup.spec.clone();
-        let Some(provider) = self.inner.providers.get(&spec.provider).map(Arc::clone) else {
+        let provider = if self.setup.agent.a2a_url.is_some() {
+            match self.inner.remote_agent(&self.setup.agent).await {
+                Ok(provider) => Some(provider),
+                Err(error) => return store_failure(&error),
+            }
+        } else {
+            self.inner.providers.get(&spec.provider).map(Arc::clone)
+        };
+        let Some(provider) = provider else {
             return StopReason::Error {
                 error: TurnError {
                     kind: TurnErrorKind::Provider,
@@ -340,6 +348,7 @@ impl Turn<'_, '_> {
                 temperature: options.temperature,
                 max_tokens: options.max_tokens,
                 conversation: Some(self.conversation),
+                provider_state: provider_state(&self.setup.history, self.setup.agent.id),
             };
             if let Some(stop) = self.budget_exceeded(&llm_request) {
                 return stop;
@@ -437,7 +446,7 @@ impl Turn<'_, '_> {
                 ProviderEvent::ToolCallDelta { index, id, name, arguments } => {
                     MessageDelta::ToolCall { index, id: id.map(ToolCallId::from), name, arguments }
                 }
-                ProviderEvent::Usage(_) | ProviderEvent::Finish(_) => continue,
+                ProviderEvent::Usage(_) | ProviderEvent::Finish(_) | ProviderEvent::State(_) => continue,
             };
             self.inner.emit_ephemeral(
                 self.conversation,
@@ -463,8 +472,15 @@ impl Turn<'_, '_> {
         message.provider = Some(provider.name().to_owned());
         message.temperature = temperature;
         message.latency_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+        let mut metadata = serde_json::Map::new();
         if interrupted.is_some() {
-            message.metadata = serde_json::json!({ "incomplete": true });
+            metadata.insert("incomplete".to_owned(), true.into());
+        }
+        if let Some(state) = response.state {
+            metadata.insert(PROVIDER_STATE.to_owned(), state);
+        }
+        if !metadata.is_empty() {
+            message.metadata = metadata.into();
         }
         // Written with the step that follows: the calls' starts, or the turn's end.
         let copy = message.clone().into_message(self.conversation, 0, chrono::Utc::now());

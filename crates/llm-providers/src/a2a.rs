@@ -1,17 +1,20 @@
-//! A remote A2A agent (Agent2Agent protocol 1.0, JSON-RPC binding) as a provider: an agent
-//! participant whose provider is one of these answers by sending the conversation's newest
-//! message to the remote agent with `SendStreamingMessage` and streaming its reply (artifact
-//! updates) back as text. One remote context per conversation: the first message goes without
-//! a `contextId`, later ones with the one the remote agent gave. Dropping the stream before the
-//! task ended (a cancelled turn) sends `CancelTask`. A failed, rejected or input-needing task is
-//! an error with the remote agent's words, never a hang.
+//! A remote A2A agent (Agent2Agent protocol, JSON-RPC binding, 1.0 or 0.3: whichever its card
+//! offers, 1.0 first) as a provider: the participant it answers for sends the conversation's
+//! newest message to the remote agent with `SendStreamingMessage` (0.3: `message/stream`) and
+//! streams its reply (artifact updates) back as text. One remote context per conversation and
+//! participant: the first message goes without a `contextId`, later ones with the one the
+//! remote agent gave, which is stored with each reply ([`ProviderEvent::State`]) and so survives
+//! restarts. Dropping the stream before the task ended (a cancelled turn) sends `CancelTask`
+//! (0.3: `tasks/cancel`). A failed, rejected or input-needing task is an error with the remote
+//! agent's words, never a hang.
 
-use std::collections::HashMap;
+pub mod wire;
+
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
-use colloquy_core_model::{ConversationId, MessageRole};
+use colloquy_core_model::{ContentPart, MediaSource, MessageRole};
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use reqwest::header::{HeaderMap, HeaderValue};
@@ -20,6 +23,7 @@ use serde_json::{Value, json};
 
 use crate::http::{self, error_chain};
 use crate::{FinishReason, LlmProvider, LlmRequest, ProviderError, ProviderEvent, ProviderStream};
+use wire::{Method, Version};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -50,10 +54,8 @@ pub struct A2aAgent {
     name: String,
     url: String,
     client: reqwest::Client,
-    /// The JSON-RPC endpoint, read from the card at first use.
-    endpoint: Arc<tokio::sync::OnceCell<String>>,
-    /// The remote context of each conversation.
-    contexts: Arc<Mutex<HashMap<ConversationId, String>>>,
+    /// The JSON-RPC endpoint and the version it speaks, read from the card at first use.
+    endpoint: Arc<tokio::sync::OnceCell<(String, Version)>>,
 }
 
 impl fmt::Debug for A2aAgent {
@@ -66,7 +68,6 @@ impl A2aAgent {
     /// A provider for the agent `config` names. Nothing is sent until the first request.
     pub fn new(config: A2aConfig) -> Self {
         let mut headers = HeaderMap::new();
-        headers.insert("a2a-version", HeaderValue::from_static("1.0"));
         if let Some(key) = config.api_key.as_ref().map(|key| key.expose_secret().trim()).filter(|key| !key.is_empty())
             && let Ok(mut value) = HeaderValue::from_str(&format!("Bearer {key}"))
         {
@@ -80,48 +81,92 @@ impl A2aAgent {
             .build()
             .unwrap_or_default();
         let url = config.url.trim().trim_end_matches('/').to_owned();
-        Self { name: config.name, url, client, endpoint: Arc::default(), contexts: Arc::default() }
+        Self { name: config.name, url, client, endpoint: Arc::default() }
     }
 }
 
-/// The JSON-RPC endpoint of the agent at `url`: its card's JSONRPC interface, or `url` itself
-/// when it serves no card.
-async fn endpoint(client: &reqwest::Client, url: &str) -> Result<String, ProviderError> {
+/// The JSON-RPC endpoint of the agent at `url` and its version: its card's 1.0 JSONRPC
+/// interface, else its 0.3 one (a 0.3 card names it in `url`, `preferredTransport` and
+/// `additionalInterfaces`); `url` itself, as 1.0, when it serves no card.
+async fn endpoint(client: &reqwest::Client, url: &str) -> Result<(String, Version), ProviderError> {
     let card = client.get(format!("{url}/.well-known/agent-card.json")).send().await;
     let card = match card {
         Ok(response) if response.status().is_success() => response.json::<Value>().await.ok(),
         Ok(_) => None,
         Err(error) => return Err(ProviderError::Network { message: error_chain(&error) }),
     };
-    let from_card = card.as_ref().and_then(|card| {
-        card["supportedInterfaces"].as_array()?.iter().find(|i| {
-            i["protocolBinding"] == "JSONRPC" && i["protocolVersion"].as_str().is_some_and(|v| v.starts_with('1'))
-        })?["url"]
-            .as_str()
-            .map(str::to_owned)
-    });
-    Ok(from_card.unwrap_or_else(|| url.to_owned()))
+    let Some(card) = card else { return Ok((url.to_owned(), Version::V1)) };
+    let version_of = |v: &Value| {
+        let v = v.as_str().unwrap_or("0.3");
+        if v.starts_with("0.") { Version::V03 } else { Version::V1 }
+    };
+    // 1.0 cards list interfaces; 0.3 cards give a main one and more.
+    let mut offered: Vec<(String, Version)> = Vec::new();
+    for interface in card["supportedInterfaces"].as_array().into_iter().flatten() {
+        if interface["protocolBinding"] == "JSONRPC"
+            && let Some(url) = interface["url"].as_str()
+        {
+            offered.push((url.to_owned(), version_of(&interface["protocolVersion"])));
+        }
+    }
+    let legacy = version_of(&card["protocolVersion"]);
+    if card["preferredTransport"].as_str().is_none_or(|t| t == "JSONRPC")
+        && let Some(url) = card["url"].as_str()
+    {
+        offered.push((url.to_owned(), legacy));
+    }
+    for interface in card["additionalInterfaces"].as_array().into_iter().flatten() {
+        if interface["transport"] == "JSONRPC"
+            && let Some(url) = interface["url"].as_str()
+        {
+            offered.push((url.to_owned(), legacy));
+        }
+    }
+    let best = offered.iter().find(|(_, v)| *v == Version::V1).or_else(|| offered.first()).cloned();
+    Ok(best.unwrap_or_else(|| (url.to_owned(), Version::V1)))
 }
 
-/// The text of the request's newest user message (the engine puts other participants' names
-/// in front in multi-party conversations).
-fn newest_message(request: &LlmRequest) -> Option<String> {
+/// The parts of the request's newest user message as A2A 1.0 parts: its text (the engine puts
+/// other participants' names in front in multi-party conversations), images and files.
+fn newest_message(request: &LlmRequest) -> Option<Vec<Value>> {
     let message = request.messages.iter().rev().find(|m| m.role == MessageRole::User)?;
-    let text: Vec<String> = message
+    let media = |source: &MediaSource, mut part: Value| {
+        match source {
+            MediaSource::Base64 { mime_type, data } => {
+                part["raw"] = json!(data);
+                part["mediaType"] = json!(mime_type);
+            }
+            MediaSource::Url { url } => part["url"] = json!(url),
+        }
+        part
+    };
+    let parts: Vec<Value> = message
         .content
         .iter()
         .filter_map(|part| match part {
-            colloquy_core_model::ContentPart::Text { text } => Some(text.clone()),
+            ContentPart::Text { text } => Some(json!({ "text": text })),
+            ContentPart::Image { source } => Some(media(source, json!({}))),
+            ContentPart::File { name, source } => Some(media(source, json!({ "filename": name }))),
             _ => None,
         })
         .collect();
-    (!text.is_empty()).then(|| text.join("\n"))
+    (!parts.is_empty()).then_some(parts)
+}
+
+/// A JSON-RPC request to `endpoint`, saying which version it is in (`A2A-Version`).
+fn rpc(client: &reqwest::Client, endpoint: &str, version: Version) -> reqwest::RequestBuilder {
+    let version = match version {
+        Version::V1 => "1.0",
+        Version::V03 => "0.3",
+    };
+    client.post(endpoint).header("a2a-version", version)
 }
 
 /// Cancels the remote task when the stream is dropped before it ended.
 struct CancelOnDrop {
     client: reqwest::Client,
     endpoint: String,
+    version: Version,
     task: Option<String>,
 }
 
@@ -129,8 +174,8 @@ impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         let Some(task) = self.task.take() else { return };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        let request = self.client.post(&self.endpoint).json(&json!({
-            "jsonrpc": "2.0", "id": "cancel", "method": "CancelTask", "params": { "id": task },
+        let request = rpc(&self.client, &self.endpoint, self.version).json(&json!({
+            "jsonrpc": "2.0", "id": "cancel", "method": Method::Cancel.name(self.version), "params": { "id": task },
         }));
         runtime.spawn(async move {
             if let Err(error) = request.send().await {
@@ -146,28 +191,29 @@ impl LlmProvider for A2aAgent {
     }
 
     fn stream(&self, request: LlmRequest) -> ProviderStream {
-        let Some(text) = newest_message(&request) else {
+        let Some(parts) = newest_message(&request) else {
             let message = "there is no message to send to the remote A2A agent".to_owned();
             return Box::pin(futures::stream::iter([Err(ProviderError::InvalidRequest { message })]));
         };
         let (client, url, cell) = (self.client.clone(), self.url.clone(), Arc::clone(&self.endpoint));
-        let conversation = request.conversation;
-        let context = conversation.and_then(|c| self.contexts().get(&c).cloned());
+        let context = request.provider_state.as_ref().and_then(|state| state["contextId"].as_str()).map(str::to_owned);
         let opened = async move {
-            let endpoint = cell.get_or_try_init(|| endpoint(&client, &url)).await?.clone();
+            let (endpoint, version) = cell.get_or_try_init(|| endpoint(&client, &url)).await?.clone();
             let mut message = json!({
                 "messageId": colloquy_core_model::MessageId::new().to_string(),
                 "role": "ROLE_USER",
-                "parts": [{ "text": text }],
+                "parts": parts,
             });
             if let Some(context) = context {
                 message["contextId"] = json!(context);
             }
-            let params = json!({ "message": message });
-            let body = json!({ "jsonrpc": "2.0", "id": 1, "method": "SendStreamingMessage", "params": params });
-            let response = client
-                .post(&endpoint)
-                .header("accept", "text/event-stream")
+            let mut params = json!({ "message": message });
+            let request = rpc(&client, &endpoint, version).header("accept", "text/event-stream");
+            if version == Version::V03 {
+                wire::message_params_to_v03(&mut params);
+            }
+            let body = json!({ "jsonrpc": "2.0", "id": 1, "method": Method::Stream.name(version), "params": params });
+            let response = request
                 .json(&body)
                 .send()
                 .await
@@ -175,22 +221,12 @@ impl LlmProvider for A2aAgent {
             if !response.status().is_success() {
                 return Err(http::refused(response).await);
             }
-            Ok((response, CancelOnDrop { client, endpoint, task: None }))
+            Ok((response, CancelOnDrop { client, endpoint, version, task: None }))
         };
-        let contexts = Arc::clone(&self.contexts);
         Box::pin(futures::stream::once(opened).flat_map(move |opened| match opened {
-            Ok((response, guard)) => {
-                let events = Box::pin(response.bytes_stream().eventsource());
-                reply(events, guard, Arc::clone(&contexts), conversation).boxed()
-            }
+            Ok((response, guard)) => reply(Box::pin(response.bytes_stream().eventsource()), guard).boxed(),
             Err(error) => futures::stream::iter([Err(error)]).boxed(),
         }))
-    }
-}
-
-impl A2aAgent {
-    fn contexts(&self) -> std::sync::MutexGuard<'_, HashMap<ConversationId, String>> {
-        self.contexts.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -205,6 +241,8 @@ type Events = std::pin::Pin<
 /// What one SSE event of the remote agent means for the reply.
 enum Step {
     Nothing,
+    /// The remote context, to keep for the next message.
+    Context(String),
     Text(String),
     /// The task ended: with this finish, or this error.
     End(Result<ProviderEvent, ProviderError>),
@@ -215,12 +253,7 @@ fn remote_error(message: String) -> ProviderError {
 }
 
 /// Reads one SSE event (a JSON-RPC response whose result is a stream response).
-fn step(
-    data: &str,
-    guard: &mut CancelOnDrop,
-    contexts: &Mutex<HashMap<ConversationId, String>>,
-    conversation: Option<ConversationId>,
-) -> Step {
+fn step(data: &str, guard: &mut CancelOnDrop) -> Step {
     let Ok(response) = serde_json::from_str::<Value>(data) else {
         return Step::End(Err(ProviderError::MalformedResponse { message: http::excerpt(data) }));
     };
@@ -228,15 +261,15 @@ fn step(
         let message = error["message"].as_str().unwrap_or("an error without a message").to_owned();
         return Step::End(Err(remote_error(format!("{message} (code {})", error["code"]))));
     }
-    let result = &response["result"];
+    let result = match guard.version {
+        Version::V03 => wire::from_v03(response["result"].clone()),
+        Version::V1 => response["result"].clone(),
+    };
     let text_of =
         |parts: &Value| parts.as_array().into_iter().flatten().filter_map(|p| p["text"].as_str()).collect::<String>();
     if let Some(task) = result.get("task") {
         guard.task = task["id"].as_str().map(str::to_owned);
-        if let (Some(conversation), Some(context)) = (conversation, task["contextId"].as_str()) {
-            contexts.lock().unwrap_or_else(PoisonError::into_inner).insert(conversation, context.to_owned());
-        }
-        return Step::Nothing;
+        return task["contextId"].as_str().map_or(Step::Nothing, |context| Step::Context(context.to_owned()));
     }
     if let Some(update) = result.get("artifactUpdate") {
         return Step::Text(text_of(&update["artifact"]["parts"]));
@@ -274,38 +307,34 @@ fn step(
 fn reply(
     events: Events,
     guard: CancelOnDrop,
-    contexts: Arc<Mutex<HashMap<ConversationId, String>>>,
-    conversation: Option<ConversationId>,
 ) -> impl futures::Stream<Item = Result<ProviderEvent, ProviderError>> + Send {
-    futures::stream::unfold(Some((events, guard, false)), move |state| {
-        let contexts = Arc::clone(&contexts);
-        async move {
-            let (mut events, mut guard, mut ended) = state?;
-            if ended {
-                return None;
-            }
-            loop {
-                let item = match events.next().await {
-                    Some(Ok(event)) => match step(&event.data, &mut guard, &contexts, conversation) {
-                        Step::Nothing => continue,
-                        Step::Text(text) if text.is_empty() => continue,
-                        Step::Text(text) => Ok(ProviderEvent::TextDelta(text)),
-                        Step::End(end) => {
-                            ended = true;
-                            end
-                        }
-                    },
-                    Some(Err(error)) => {
+    futures::stream::unfold(Some((events, guard, false)), move |state| async move {
+        let (mut events, mut guard, mut ended) = state?;
+        if ended {
+            return None;
+        }
+        loop {
+            let item = match events.next().await {
+                Some(Ok(event)) => match step(&event.data, &mut guard) {
+                    Step::Nothing => continue,
+                    Step::Context(context) => Ok(ProviderEvent::State(json!({ "contextId": context }))),
+                    Step::Text(text) if text.is_empty() => continue,
+                    Step::Text(text) => Ok(ProviderEvent::TextDelta(text)),
+                    Step::End(end) => {
                         ended = true;
-                        Err(ProviderError::Network { message: format!("the remote A2A agent's stream broke: {error}") })
+                        end
                     }
-                    None => {
-                        ended = true;
-                        Err(remote_error("it closed its stream before the task ended".to_owned()))
-                    }
-                };
-                return Some((item, Some((events, guard, ended))));
-            }
+                },
+                Some(Err(error)) => {
+                    ended = true;
+                    Err(ProviderError::Network { message: format!("the remote A2A agent's stream broke: {error}") })
+                }
+                None => {
+                    ended = true;
+                    Err(remote_error("it closed its stream before the task ended".to_owned()))
+                }
+            };
+            return Some((item, Some((events, guard, ended))));
         }
     })
 }

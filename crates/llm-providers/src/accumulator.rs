@@ -14,6 +14,8 @@ pub struct AssembledResponse {
     pub usage: Usage,
     /// Why it stopped; `None` if the stream ended without saying.
     pub finish: Option<FinishReason>,
+    /// What the provider keeps for its next request ([`ProviderEvent::State`]; the last wins).
+    pub state: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Default)]
@@ -31,6 +33,7 @@ pub struct ResponseAccumulator {
     tool_calls: Vec<(u32, PartialToolCall)>,
     usage: Usage,
     finish: Option<FinishReason>,
+    state: Option<serde_json::Value>,
 }
 
 impl ResponseAccumulator {
@@ -62,6 +65,7 @@ impl ResponseAccumulator {
             }
             ProviderEvent::Usage(usage) => self.usage = *usage,
             ProviderEvent::Finish(reason) => self.finish = Some(reason.clone()),
+            ProviderEvent::State(state) => self.state = Some(state.clone()),
         }
     }
 
@@ -87,7 +91,7 @@ impl ResponseAccumulator {
             let id = call.id.map_or_else(ToolCallId::generate, ToolCallId::from);
             content.push(ContentPart::ToolCall { id, name: call.name, arguments });
         }
-        AssembledResponse { content, usage: self.usage, finish: self.finish }
+        AssembledResponse { content, usage: self.usage, finish: self.finish, state: self.state }
     }
 }
 

@@ -795,6 +795,7 @@ mod tests {
             temperature: None,
             max_tokens: None,
             conversation: None,
+            provider_state: None,
         };
         let body = serde_json::to_value(messages_request(&request)).unwrap();
         assert_eq!(

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use colloquy_core_model::{ContentPart, MessageRole, ToolChoice, ToolSpec, Usage};
 use futures::stream::BoxStream;
 
-pub use a2a::{A2aAgent, A2aConfig};
+pub use a2a::{A2aAgent, A2aConfig, wire as a2a_wire};
 pub use accumulator::{AssembledResponse, ResponseAccumulator};
 pub use anthropic::{Anthropic, AnthropicConfig};
 pub use error::ProviderError;
@@ -68,6 +68,9 @@ pub struct LlmRequest {
     /// The conversation the request is for, when there is one: a provider that keeps state per
     /// conversation on its side (a remote A2A agent's context) keys it by this.
     pub conversation: Option<colloquy_core_model::ConversationId>,
+    /// The [`ProviderEvent::State`] this participant's provider gave with its newest reply in
+    /// this conversation, if any.
+    pub provider_state: Option<serde_json::Value>,
 }
 
 /// Why the provider stopped generating.
@@ -105,6 +108,10 @@ pub enum ProviderEvent {
     Usage(Usage),
     /// The reply is complete.
     Finish(FinishReason),
+    /// What the provider keeps on its side of the conversation (a remote agent's context id):
+    /// stored with the reply, and handed back in the next request of the same participant as
+    /// [`LlmRequest::provider_state`], so it survives restarts. The last one of a reply wins.
+    State(serde_json::Value),
 }
 
 /// A stream of one reply's events. It ends after `Finish`, or with an error.

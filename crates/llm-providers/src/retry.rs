@@ -140,6 +140,7 @@ mod tests {
             temperature: None,
             max_tokens: None,
             conversation: None,
+            provider_state: None,
         }
     }
 

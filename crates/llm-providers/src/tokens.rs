@@ -162,7 +162,7 @@ impl<P: LlmProvider> LlmProvider for Counted<P> {
                     let estimate = tally.estimate();
                     return Some((Ok(estimate), (inner, tally, Some(item))));
                 }
-                Ok(ProviderEvent::Finish(_)) | Err(_) => {}
+                Ok(ProviderEvent::Finish(_) | ProviderEvent::State(_)) | Err(_) => {}
             }
             Some((item, (inner, tally, None)))
         }))
@@ -186,6 +186,7 @@ mod tests {
             temperature: None,
             max_tokens: None,
             conversation: None,
+            provider_state: None,
         }
     }
 

@@ -63,6 +63,11 @@ pub struct NewParticipant {
     pub agent: Option<AgentSpec>,
     /// The account behind it (see [`Participant::account`]).
     pub account: Option<AccountId>,
+    /// A remote A2A agent's URL, for services (see [`Participant::a2a_url`]).
+    pub a2a_url: Option<String>,
+    /// The bearer key sent to that agent: stored, read back only by
+    /// [`ConversationStore::a2a_key`], never part of a [`Participant`].
+    pub a2a_key: Option<colloquy_core_model::WriteOnly>,
 }
 
 /// Which event records an appended message; the store builds it around the stored message.
@@ -161,6 +166,14 @@ pub trait ConversationStore: Send + Sync + 'static {
 
     /// Lists a conversation's participants, in the order they joined.
     async fn participants(&self, id: ConversationId) -> Result<Vec<Participant>, StoreError>;
+
+    /// The bearer key of a remote A2A agent participant ([`NewParticipant::a2a_key`]), if it
+    /// has one.
+    async fn a2a_key(
+        &self,
+        conversation: ConversationId,
+        participant: ParticipantId,
+    ) -> Result<Option<secrecy::SecretString>, StoreError>;
 
     /// The participants of several conversations in one query, each conversation's in the order
     /// they joined (for a page of a list).

@@ -359,6 +359,18 @@ impl ConversationStore for SeaStore {
         self.participants_of(&[id]).await
     }
 
+    async fn a2a_key(
+        &self,
+        conversation: ConversationId,
+        participant: ParticipantId,
+    ) -> Result<Option<secrecy::SecretString>, StoreError> {
+        let row = participants::Entity::find_by_id((conversation.as_uuid(), participant.as_uuid()))
+            .one(&self.db)
+            .await?
+            .ok_or(StoreError::ParticipantNotFound { conversation, participant })?;
+        Ok(row.a2a_key.map(secrecy::SecretString::from))
+    }
+
     async fn participants_of(&self, ids: &[ConversationId]) -> Result<Vec<Participant>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());

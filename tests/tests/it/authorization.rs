@@ -45,7 +45,7 @@ struct Conversation {
 
 impl World {
     async fn new() -> anyhow::Result<Self> {
-        let gateway = Gateway::start(json!({ "discover_ollama": false })).await?;
+        let gateway = Gateway::start(json!({ "discover_ollama": false, "agents": { "helper": {} } })).await?;
         let mut keys = HashMap::new();
         let mut accounts = HashMap::new();
         keys.insert(Who::Admin, gateway.admin_key.clone());
@@ -189,6 +189,7 @@ async fn every_route_answers_each_caller_as_the_policy_says() -> anyhow::Result<
                     | "/openapi.json"
                     | "/metrics"
                     | "/.well-known/agent-card.json"
+                    | "/a2a/agents/{name}/.well-known/agent-card.json"
                     | "/"
                     | "/assets/{*path}",
                 ) => (Box::new(public), None),
@@ -198,6 +199,15 @@ async fn every_route_answers_each_caller_as_the_policy_says() -> anyhow::Result<
                     Some(json!({ "jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {
                         "message": { "messageId": format!("a2a-{who:?}"), "contextId": c.id, "role": "ROLE_USER", "parts": [{ "text": "hi" }] },
                         "configuration": { "returnImmediately": true },
+                    } })),
+                ),
+                // A named agent: without a contextId, a new conversation of the caller's.
+                ("POST", "/a2a/agents/{name}") => (
+                    Box::new(anyone(200)),
+                    Some(json!({ "jsonrpc": "2.0", "id": 1, "method": "message/send", "params": {
+                        "message": { "messageId": format!("helper-{who:?}-{}", c.id), "kind": "message", "role": "user",
+                            "parts": [{ "kind": "text", "text": "hi" }] },
+                        "configuration": { "blocking": false },
                     } })),
                 ),
                 ("GET", "/v1/ws") => (Box::new(anyone(101)), None),
@@ -283,6 +293,7 @@ async fn every_route_answers_each_caller_as_the_policy_says() -> anyhow::Result<
                 .replace("{participant}", participant)
                 .replace("{message_id}", &message)
                 .replace("{tool_call_id}", "call_none")
+                .replace("{name}", "helper")
                 .replace("/v1/keys/{id}", &format!("/v1/keys/{key_id}"));
             let url = if path == "/v1/keys/{id}" { format!("/v1/keys/{key_id}") } else { url };
             let url = match path.as_str() {
@@ -299,7 +310,7 @@ async fn every_route_answers_each_caller_as_the_policy_says() -> anyhow::Result<
             };
             // A JSON-RPC refusal comes with 200 and the gateway's code at the front of its message.
             let (status, reply) = match reply["error"]["message"].as_str().and_then(|m| m.split_once(':')) {
-                Some((code, _)) if path == "/a2a/v1" && status == 200 => {
+                Some((code, _)) if path.starts_with("/a2a/") && status == 200 => {
                     let status = if code == "forbidden" { 403 } else { 404 };
                     (status, json!({ "error": { "code": code } }))
                 }
@@ -470,5 +481,53 @@ async fn a_participant_taken_out_stops_receiving_the_conversation() -> anyhow::R
     assert_eq!(member.recv().await?, json!({ "type": "pong", "id": "p" }), "nothing of the conversation came first");
     member.send(json!({ "type": "subscribe", "id": "s", "conversation_id": conversation.id })).await?;
     assert_eq!(member.recv().await?["code"], "conversation_not_found");
+    Ok(())
+}
+
+/// A service that is a remote A2A agent makes the gateway send requests to its `a2a_url`: only
+/// admins may add one anywhere, others only under the URLs the operator allows
+/// (`a2a_allowed_urls`). Its key is taken but never shown; a bad URL is a clear 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_admins_add_remote_agents_unless_the_operator_allows_their_url() -> anyhow::Result<()> {
+    let remote = |url: &str| {
+        json!({ "kind": "multi_party", "participants": [
+            { "kind": "user", "display_name": "me" },
+            { "kind": "service", "display_name": "remote", "a2a_url": url, "a2a_key": "sekrit" },
+        ] })
+    };
+    let inside = "http://10.0.0.7:8080/internal";
+    for allowed in [json!([]), json!(["https://agents.example.com/"])] {
+        let gateway = Gateway::start(json!({ "discover_ollama": false, "a2a_allowed_urls": allowed })).await?;
+        let (_, user) = gateway.account("someone", "user").await?;
+        let create = |key: String, body: Value| {
+            let gateway = &gateway;
+            async move { gateway.request_as(&key, reqwest::Method::POST, "/v1/conversations", Some(&body)).await }
+        };
+        let (status, reply) = create(user.clone(), remote(inside)).await?;
+        assert_eq!(status, 403, "{reply}");
+        assert!(reply["error"]["message"].as_str().unwrap_or_default().contains("a2a_allowed_urls"), "{reply}");
+        let (status, reply) = create(gateway.admin_key.clone(), remote(inside)).await?;
+        assert_eq!(status, 201, "an admin may: {reply}");
+        assert!(!reply.to_string().contains("sekrit"), "the key is never shown: {reply}");
+        let (status, reply) = create(user.clone(), remote("https://agents.example.com/helper")).await?;
+        let want = if allowed.as_array().is_some_and(|a| a.is_empty()) { 403 } else { 201 };
+        assert_eq!(status, want, "allowed {allowed}: {reply}");
+        // Added later, the same rule holds.
+        let (status, mine) = create(user.clone(), json!({})).await?;
+        assert_eq!(status, 201, "{mine}");
+        let path = format!("/v1/conversations/{}/participants", mine["id"].as_str().unwrap_or_default());
+        let add = json!({ "kind": "service", "display_name": "remote", "a2a_url": inside });
+        let (status, reply) = gateway.request_as(&user, reqwest::Method::POST, &path, Some(&add)).await?;
+        assert_eq!(status, 403, "{reply}");
+        for (bad, why) in [
+            (json!({ "kind": "service", "display_name": "x", "a2a_url": "ftp://example.com" }), "not an http"),
+            (json!({ "kind": "agent", "display_name": "x", "a2a_url": "https://example.com" }), "only a service"),
+            (json!({ "kind": "service", "display_name": "x", "a2a_key": "k" }), "without an a2a_url"),
+        ] {
+            let (status, reply) = gateway.post(&path, &bad).await?;
+            assert_eq!(status, 400, "{bad}: {reply}");
+            assert!(reply["error"]["message"].as_str().unwrap_or_default().contains(why), "{bad}: {reply}");
+        }
+    }
     Ok(())
 }

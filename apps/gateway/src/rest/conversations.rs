@@ -37,6 +37,9 @@ pub async fn create(
     ApiJson(body): ApiJson<Option<ConversationRequest>>,
 ) -> Result<(StatusCode, Json<ConversationView>), ApiError> {
     let request = body.unwrap_or_default();
+    for url in request.participants.iter().flatten().filter_map(|p| p.a2a_url.as_deref()) {
+        crate::policy::may_call_remote_agent(&state.config, &caller, url)?;
+    }
     let (conversation, participants) =
         state.engine.create_conversation_for(&caller.account, request, &state.default_agent).await?;
     Ok((StatusCode::CREATED, Json(ConversationView { conversation, participants })))

@@ -45,10 +45,18 @@ pub struct AddParticipant {
     display_name: String,
     #[serde(default)]
     role: ParticipantRole,
-    /// A user's or service's account (required for them); agents belong to the caller.
+    /// A user's or service's account (required for them, but for a remote A2A agent); agents
+    /// belong to the caller.
     account_id: Option<AccountId>,
     /// An agent's provider, model, prompt and tools (required for agents).
     agent: Option<AgentSpec>,
+    /// For a service that is a remote A2A agent: its URL (docs/a2a.md). Admins may give any;
+    /// others those the operator allows (`a2a_allowed_urls`).
+    a2a_url: Option<String>,
+    /// The bearer key sent to that agent, if it needs one. Never shown again.
+    #[serde(default, skip_serializing)]
+    #[schema(value_type = Option<String>)]
+    a2a_key: Option<colloquy_core_model::WriteOnly>,
 }
 
 /// `POST /v1/conversations/{id}/participants` (owners): a person or service by account, or an
@@ -69,8 +77,27 @@ pub async fn add(
     ApiJson(body): ApiJson<AddParticipant>,
 ) -> Result<(StatusCode, Json<Participant>), ApiError> {
     authorized(&state, &caller, id, Action::Manage).await?;
+    match (&body.a2a_url, body.kind) {
+        (Some(url), ParticipantKind::Service) => crate::policy::may_call_remote_agent(&state.config, &caller, url)?,
+        (Some(_), kind) => {
+            return Err(ApiError::bad_request(
+                ErrorCode::InvalidBody,
+                format!(
+                    "a participant of kind {kind:?} cannot have an a2a_url: only a service can be a remote A2A agent"
+                ),
+            ));
+        }
+        (None, _) if body.a2a_key.is_some() => {
+            return Err(ApiError::bad_request(
+                ErrorCode::InvalidBody,
+                "an a2a_key without an a2a_url: give the remote agent's URL the key is for",
+            ));
+        }
+        (None, _) => {}
+    }
     let account = match (body.kind, body.account_id) {
         (ParticipantKind::Agent, _) => Some(caller.account.id),
+        (_, None) if body.a2a_url.is_some() => None,
         (_, Some(account)) => {
             state.engine.account(account).await?;
             Some(account)
@@ -89,6 +116,8 @@ pub async fn add(
         role: body.role,
         agent: body.agent,
         account,
+        a2a_url: body.a2a_url,
+        a2a_key: body.a2a_key,
     };
     Ok((StatusCode::CREATED, Json(state.engine.add_participant(id, new).await?)))
 }

@@ -1,7 +1,9 @@
 """An A2A agent written with the protocol's own SDK (a2a-sdk's server side), for Colloquy's A2A
-client to call: `python echo_server.py PORT`. It answers a message with "echo: <text>" in two
-artifact chunks; a message containing "slow" gets a "tick " every 100 ms for 30 s instead,
-until it is cancelled (it prints CANCELED when CancelTask reaches it).
+client to call: `python echo_server.py PORT [VERSION]`, VERSION `1.0` (default) or `0.3` (its
+card offers only a 0.3 interface, and it serves the 0.3 methods). It answers a message with
+"echo: <text>" in two artifact chunks; a message containing "slow" gets a "tick " every 100 ms
+for 30 s instead, until it is cancelled (it prints CANCELED when the cancel reaches it). For
+each message it prints `MESSAGE context=<id> method=<JSON-RPC method> key=<Authorization> text=<text>`.
 """
 
 import asyncio
@@ -18,6 +20,7 @@ from a2a.types import AgentCapabilities, AgentCard, AgentInterface, AgentSkill
 from starlette.applications import Starlette
 
 PORT = int(sys.argv[1])
+VERSION = sys.argv[2] if len(sys.argv) > 2 else "1.0"
 cancelled = set()
 
 
@@ -28,7 +31,9 @@ class Echo(AgentExecutor):
         await queue.enqueue_event(task)
         updater = TaskUpdater(queue, task.id, task.context_id)
         await updater.start_work()
-        print(f"MESSAGE context={task.context_id} text={text}", flush=True)
+        method = ctx.call_context.state.get("method")
+        key = ctx.call_context.state.get("headers", {}).get("authorization", "none").replace(" ", "_")
+        print(f"MESSAGE context={task.context_id} method={method} key={key} text={text}", flush=True)
         if "slow" in text:
             for n in range(300):
                 if task.id in cancelled:
@@ -51,12 +56,12 @@ card = AgentCard(
     name="echo",
     description="echoes",
     version="1.0.0",
-    supported_interfaces=[AgentInterface(url=f"http://127.0.0.1:{PORT}/", protocol_binding="JSONRPC", protocol_version="1.0")],
+    supported_interfaces=[AgentInterface(url=f"http://127.0.0.1:{PORT}/", protocol_binding="JSONRPC", protocol_version=VERSION)],
     capabilities=AgentCapabilities(streaming=True),
     default_input_modes=["text/plain"],
     default_output_modes=["text/plain"],
     skills=[AgentSkill(id="echo", name="Echo", description="echo back", tags=["echo"])],
 )
 handler = DefaultRequestHandler(agent_executor=Echo(), task_store=InMemoryTaskStore(), agent_card=card)
-app = Starlette(routes=create_agent_card_routes(card) + create_jsonrpc_routes(handler, rpc_url="/"))
+app = Starlette(routes=create_agent_card_routes(card) + create_jsonrpc_routes(handler, rpc_url="/", enable_v0_3_compat=VERSION == "0.3"))
 uvicorn.run(app, host="127.0.0.1", port=PORT, log_level="warning")

@@ -140,6 +140,8 @@ impl Fixture {
             let kind = if agent.is_some() { ParticipantKind::Agent } else { ParticipantKind::User };
             participants.push(NewParticipant {
                 account: None,
+                a2a_url: None,
+                a2a_key: None,
                 id,
                 kind,
                 display_name: (*name).to_owned(),
@@ -209,6 +211,8 @@ impl Fixture {
             people.insert(name.to_owned(), id);
             NewParticipant {
                 account: None,
+                a2a_url: None,
+                a2a_key: None,
                 id,
                 kind,
                 display_name: name.to_owned(),

@@ -39,6 +39,7 @@ fn ask(messages: Vec<RequestMessage>, tool_choice: ToolChoice) -> LlmRequest {
         temperature: None,
         max_tokens: None,
         conversation: None,
+        provider_state: None,
     }
 }
 

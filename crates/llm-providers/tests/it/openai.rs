@@ -172,6 +172,7 @@ async fn the_request_carries_prompt_history_tools_and_options_in_openai_form() -
         temperature: Some(0.5),
         max_tokens: Some(256),
         conversation: None,
+        provider_state: None,
     };
 
     let items = reply(&provider(mock.base_url()), request).await?;

@@ -95,6 +95,7 @@ async fn run(wire: Wire, fixture: Fixture) -> anyhow::Result<(Value, Duration)> 
         temperature: None,
         max_tokens: None,
         conversation: None,
+        provider_state: None,
     };
     let started = tokio::time::Instant::now();
     let items = tokio::time::timeout(Duration::from_secs(600), provider.stream(request).collect::<Vec<_>>())
@@ -119,6 +120,7 @@ fn normalized(item: &Result<ProviderEvent, ProviderError>) -> Value {
             }
             json!({"usage": usage})
         }
+        Ok(ProviderEvent::State(state)) => json!({ "state": state }),
         Ok(ProviderEvent::Finish(reason)) => json!({"finish": match reason {
             FinishReason::Stop => "stop".to_owned(),
             FinishReason::Length => "length".to_owned(),

@@ -21,6 +21,7 @@ pub fn ask_model(model: &str, text: &str) -> LlmRequest {
         temperature: None,
         max_tokens: None,
         conversation: None,
+        provider_state: None,
     }
 }
 

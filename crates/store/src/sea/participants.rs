@@ -29,6 +29,10 @@ pub struct Model {
     pub joined_at: DateTimeUtc,
     pub left_at: Option<DateTimeUtc>,
     pub account_id: Option<Uuid>,
+    #[sea_orm(column_type = "Text", nullable)]
+    pub a2a_url: Option<String>,
+    #[sea_orm(column_type = "Text", nullable)]
+    pub a2a_key: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -55,6 +59,8 @@ pub(super) fn new_row(
         joined_at: Set(now),
         left_at: Set(None),
         account_id: Set(new.account.map(|a| a.as_uuid())),
+        a2a_url: Set(new.a2a_url.clone()),
+        a2a_key: Set(new.a2a_key.as_ref().map(|key| key.expose().to_owned())),
     };
     let participant = Participant {
         id: new.id,
@@ -64,6 +70,7 @@ pub(super) fn new_row(
         role: new.role,
         agent: new.agent,
         account: new.account,
+        a2a_url: new.a2a_url,
         joined_at: now,
         left_at: None,
     };
@@ -83,6 +90,7 @@ impl Model {
             role: parse_role(&self.role)?,
             agent,
             account: self.account_id.map(colloquy_core_model::AccountId::from_uuid),
+            a2a_url: self.a2a_url,
             joined_at: self.joined_at,
             left_at: self.left_at,
         })

@@ -42,6 +42,8 @@ pub async fn participants_list_in_join_order(store: Arc<SeaStore>) {
         .into_iter()
         .map(|(id, name)| NewParticipant {
             account: None,
+            a2a_url: None,
+            a2a_key: None,
             id,
             kind: ParticipantKind::User,
             display_name: name.to_owned(),

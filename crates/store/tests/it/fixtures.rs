@@ -19,6 +19,8 @@ pub fn new_conversation() -> NewConversation {
         participants: vec![
             NewParticipant {
                 account: None,
+                a2a_url: None,
+                a2a_key: None,
                 id: ParticipantId::new(),
                 kind: ParticipantKind::User,
                 display_name: "Ada".to_owned(),
@@ -27,6 +29,8 @@ pub fn new_conversation() -> NewConversation {
             },
             NewParticipant {
                 account: None,
+                a2a_url: None,
+                a2a_key: None,
                 id: ParticipantId::new(),
                 kind: ParticipantKind::Agent,
                 display_name: "Planner".to_owned(),

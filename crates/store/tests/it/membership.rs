@@ -10,6 +10,8 @@ use crate::fixtures;
 fn service(id: ParticipantId, name: &str) -> NewParticipant {
     NewParticipant {
         account: None,
+        a2a_url: None,
+        a2a_key: None,
         id,
         kind: ParticipantKind::Service,
         display_name: name.to_owned(),

@@ -202,6 +202,8 @@ async fn run_case(ops: Vec<Op>) {
             Op::Join { conversation: c, party } => {
                 let new = NewParticipant {
                     account: None,
+                    a2a_url: None,
+                    a2a_key: None,
                     id: parties[party],
                     kind: ParticipantKind::User,
                     display_name: format!("party {party}"),

@@ -141,6 +141,8 @@ pub async fn thousands_of_participants_are_created_in_chunks(store: Arc<SeaStore
     let mut new = fixtures::new_conversation();
     new.participants.extend((0..5_000).map(|n| NewParticipant {
         account: None,
+        a2a_url: None,
+        a2a_key: None,
         id: ParticipantId::new(),
         kind: ParticipantKind::User,
         display_name: format!("guest {n}"),

@@ -124,6 +124,8 @@ pub async fn deleting_removes_everything(store: Arc<SeaStore>) {
 fn member(id: ParticipantId) -> NewParticipant {
     NewParticipant {
         account: None,
+        a2a_url: None,
+        a2a_key: None,
         id,
         kind: ParticipantKind::User,
         display_name: "Grace".to_owned(),
@@ -196,6 +198,8 @@ pub async fn conversations_list_by_account_tag_agent_and_text(store: Arc<SeaStor
         role: ParticipantRole::Member,
         agent: None,
         account: Some(account),
+        a2a_url: None,
+        a2a_key: None,
     };
     let mut made = Vec::new();
     for (n, (title, tags, accounts)) in [
