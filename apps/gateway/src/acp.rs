@@ -8,15 +8,22 @@
 //! `agent_message_chunk`, `tool_call` and `tool_call_update`, answers with the stop reason),
 //! and the `session/cancel` notification. A tool that needs approval
 //! (`tools.require_approval`) asks the editor with `session/request_permission`.
+//!
+//! Every message is read and written with the protocol's own Rust types (the
+//! `agent-client-protocol-schema` crate). Its companion crate's `Agent` trait and connection are
+//! not used: they run on one thread (`?Send` futures on a `LocalSet`), while the engine's turns run
+//! on tokio's worker threads; this module keeps the framing (one JSON-RPC message per line).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use agent_client_protocol_schema::ProtocolVersion;
+use agent_client_protocol_schema::v1 as acp;
 use colloquy_core_model::limits::{MAX_JSON_DEPTH, json_depth};
 use colloquy_core_model::{
-    Account, AccountId, AccountKind, ContentPart, ConversationId, ConversationRequest, MessageDelta, MessageRole,
-    StopReason, ToolCallId, TurnEvent,
+    Account, AccountId, AccountKind, ContentPart, ConversationId, ConversationRequest, MediaSource, MessageDelta,
+    MessageRole, StopReason, ToolCallId, TurnEvent,
 };
 use colloquy_engine::{PostMessage, QueuePolicy};
 use colloquy_store::NewAccount;
@@ -28,8 +35,6 @@ use tokio::sync::{mpsc, oneshot};
 use crate::answer::AnswerTo;
 use crate::{AppState, Config};
 
-/// The ACP version this agent speaks.
-const PROTOCOL_VERSION: u64 = 1;
 /// The account ACP sessions belong to.
 const ACCOUNT: &str = "acp";
 /// Messages replayed by `session/load`.
@@ -129,13 +134,13 @@ impl Agent {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn update(&self, session: ConversationId, update: Value) {
-        let params = json!({ "sessionId": session.to_string(), "update": update });
+    fn update(&self, session: ConversationId, update: acp::SessionUpdate) {
+        let params = acp::SessionNotification::new(session.to_string(), update);
         self.send(json!({ "jsonrpc": "2.0", "method": "session/update", "params": params }));
     }
 
     /// Sends a request to the editor and waits for its answer (`None` if it never comes).
-    async fn request(&self, method: &str, params: Value) -> Option<Value> {
+    async fn request(&self, method: &str, params: impl serde::Serialize) -> Option<Value> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (answer, answered) = oneshot::channel();
         self.pending().insert(id, answer);
@@ -148,21 +153,31 @@ impl Agent {
         let method = message["method"].as_str().unwrap_or_default();
         let params = message.get("params").cloned().unwrap_or(Value::Null);
         let result = match method {
-            "initialize" => Ok(json!({
-                "protocolVersion": PROTOCOL_VERSION,
-                "agentCapabilities": {
-                    "loadSession": true,
-                    "promptCapabilities": { "image": false, "audio": false, "embeddedContext": false },
-                },
-                "authMethods": [],
-                "agentInfo": { "name": "colloquy", "title": "Colloquy", "version": env!("CARGO_PKG_VERSION") },
-            })),
-            "authenticate" => Ok(json!({})),
-            "session/new" => self.new_session().await,
-            "session/load" => self.load_session(&params).await,
-            "session/prompt" => self.prompt(&params).await,
+            "initialize" => parse::<acp::InitializeRequest>(params).map(|_| {
+                let prompts = acp::PromptCapabilities::new().image(true).embedded_context(true);
+                let capabilities = acp::AgentCapabilities::new().load_session(true).prompt_capabilities(prompts);
+                let info = acp::Implementation::new("colloquy", env!("CARGO_PKG_VERSION")).title("Colloquy".to_owned());
+                to_value(
+                    acp::InitializeResponse::new(ProtocolVersion::V1).agent_capabilities(capabilities).agent_info(info),
+                )
+            }),
+            "authenticate" => Ok(to_value(acp::AuthenticateResponse::default())),
+            "session/new" => match parse::<acp::NewSessionRequest>(params) {
+                Ok(_) => self.new_session().await,
+                Err(error) => Err(error),
+            },
+            "session/load" => match parse::<acp::LoadSessionRequest>(params) {
+                Ok(request) => self.load_session(&request.session_id).await,
+                Err(error) => Err(error),
+            },
+            "session/prompt" => match parse::<acp::PromptRequest>(params) {
+                Ok(request) => self.prompt(request).await,
+                Err(error) => Err(error),
+            },
             "session/cancel" => {
-                if let Ok(session) = session_id(&params) {
+                if let Ok(cancel) = parse::<acp::CancelNotification>(params)
+                    && let Ok(session) = session_id(&cancel.session_id)
+                {
                     self.state.cancel(session).await;
                 }
                 return;
@@ -184,24 +199,24 @@ impl Agent {
             .create_conversation_for(&self.account, ConversationRequest::default(), &self.state.default_agent)
             .await
             .map_err(internal)?;
-        Ok(json!({ "sessionId": conversation.id.to_string() }))
+        Ok(to_value(acp::NewSessionResponse::new(conversation.id.to_string())))
     }
 
     /// Replays the session's history, then answers.
-    async fn load_session(&self, params: &Value) -> Result<Value, (i64, String)> {
-        let session = self.own_session(params).await?;
+    async fn load_session(&self, session: &acp::SessionId) -> Result<Value, (i64, String)> {
+        let session = self.own_session(session).await?;
         let history = self.state.engine.messages_after(session, 0, REPLAY_LIMIT).await.map_err(internal)?;
         for message in history {
             for part in &message.content {
                 match (message.role, part) {
                     (MessageRole::User, ContentPart::Text { text }) => {
-                        self.update(session, chunk("user_message_chunk", text))
+                        self.update(session, acp::SessionUpdate::UserMessageChunk(chunk(text)));
                     }
                     (MessageRole::Assistant, ContentPart::Text { text }) => {
-                        self.update(session, chunk("agent_message_chunk", text));
+                        self.update(session, acp::SessionUpdate::AgentMessageChunk(chunk(text)));
                     }
                     (MessageRole::Assistant, ContentPart::ToolCall { id, name, arguments }) => {
-                        self.update(session, tool_call(id, name, arguments, "completed"));
+                        self.update(session, tool_call(id, name, arguments, acp::ToolCallStatus::Completed));
                     }
                     (MessageRole::Tool, ContentPart::ToolResult { tool_call_id, content, is_error, .. }) => {
                         self.update(session, tool_result(tool_call_id, content, *is_error));
@@ -210,23 +225,13 @@ impl Agent {
                 }
             }
         }
-        Ok(json!({}))
+        Ok(to_value(acp::LoadSessionResponse::new()))
     }
 
     /// Posts the prompt and streams the turn that answers it; answers with its stop reason.
-    async fn prompt(&self, params: &Value) -> Result<Value, (i64, String)> {
-        let session = self.own_session(params).await?;
-        let blocks = params["prompt"].as_array().cloned().unwrap_or_default();
-        let mut content = Vec::new();
-        for block in &blocks {
-            match (block["type"].as_str(), block["text"].as_str()) {
-                (Some("text"), Some(text)) => content.push(ContentPart::text(text)),
-                (kind, _) => {
-                    let kind = kind.unwrap_or("untyped");
-                    return Err((-32602, format!("`{kind}` content is not served: send text blocks")));
-                }
-            }
-        }
+    async fn prompt(&self, request: acp::PromptRequest) -> Result<Value, (i64, String)> {
+        let session = self.own_session(&request.session_id).await?;
+        let content = request.prompt.into_iter().map(content_of).collect::<Result<Vec<_>, _>>()?;
         if content.is_empty() {
             return Err((-32602, "the prompt is empty: send at least one text block".to_owned()));
         }
@@ -243,10 +248,11 @@ impl Agent {
             }
             match envelope.event {
                 TurnEvent::MessageUpdate { delta: MessageDelta::Text { text }, .. } => {
-                    self.update(session, chunk("agent_message_chunk", &text));
+                    self.update(session, acp::SessionUpdate::AgentMessageChunk(chunk(&text)));
                 }
                 TurnEvent::ToolExecutionStart { tool_call_id, tool_name, arguments, .. } => {
-                    self.update(session, tool_call(&tool_call_id, &tool_name, &arguments, "in_progress"));
+                    let call = tool_call(&tool_call_id, &tool_name, &arguments, acp::ToolCallStatus::InProgress);
+                    self.update(session, call);
                 }
                 TurnEvent::ToolExecutionEnd { tool_call_id, message, .. } => {
                     for part in &message.content {
@@ -274,30 +280,35 @@ impl Agent {
         name: &str,
         arguments: &Value,
     ) -> ApprovalAnswer {
-        let params = json!({
-            "sessionId": session.to_string(),
-            "toolCall": { "toolCallId": call.to_string(), "title": name, "kind": "other", "status": "pending", "rawInput": arguments },
-            "options": [
-                { "optionId": "allow", "name": "Allow", "kind": "allow_once" },
-                { "optionId": "reject", "name": "Reject", "kind": "reject_once" },
-            ],
-        });
+        let fields = acp::ToolCallUpdateFields::new()
+            .title(name.to_owned())
+            .kind(acp::ToolKind::Other)
+            .status(acp::ToolCallStatus::Pending)
+            .raw_input(arguments.clone());
+        let options = vec![
+            acp::PermissionOption::new("allow", "Allow", acp::PermissionOptionKind::AllowOnce),
+            acp::PermissionOption::new("reject", "Reject", acp::PermissionOptionKind::RejectOnce),
+        ];
+        let call = acp::ToolCallUpdate::new(call.to_string(), fields);
+        let params = acp::RequestPermissionRequest::new(session.to_string(), call, options);
         let answer = self.request("session/request_permission", params).await;
-        let outcome = answer.as_ref().map(|a| &a["result"]["outcome"]);
+        let outcome = answer
+            .and_then(|answer| serde_json::from_value::<acp::RequestPermissionResponse>(answer["result"].clone()).ok())
+            .map(|response| response.outcome);
         match outcome {
-            Some(outcome) if outcome["outcome"] == "selected" && outcome["optionId"] == "allow" => {
+            Some(acp::RequestPermissionOutcome::Selected(selected)) if &*selected.option_id.0 == "allow" => {
                 ApprovalAnswer::Allow
             }
-            Some(outcome) if outcome["outcome"] == "selected" => {
+            Some(acp::RequestPermissionOutcome::Selected(_)) => {
                 ApprovalAnswer::Deny("rejected in the editor".to_owned())
             }
             _ => ApprovalAnswer::Deny("the editor cancelled the permission request".to_owned()),
         }
     }
 
-    /// The session of `params`, if it is one of this agent's.
-    async fn own_session(&self, params: &Value) -> Result<ConversationId, (i64, String)> {
-        let session = session_id(params)?;
+    /// The session, if it is one of this agent's.
+    async fn own_session(&self, session: &acp::SessionId) -> Result<ConversationId, (i64, String)> {
+        let session = session_id(session)?;
         let participants = self.state.engine.participants(session).await.map_err(|_| unknown(session))?;
         if participants.iter().any(|p| p.account == Some(self.account.id)) {
             Ok(session)
@@ -307,9 +318,47 @@ impl Agent {
     }
 }
 
-fn session_id(params: &Value) -> Result<ConversationId, (i64, String)> {
-    let id = params["sessionId"].as_str().unwrap_or_default();
-    id.parse().map_err(|_| (-32602, format!("sessionId `{id}` is not a session of this agent")))
+fn session_id(session: &acp::SessionId) -> Result<ConversationId, (i64, String)> {
+    session.0.parse().map_err(|_| (-32602, format!("sessionId `{session}` is not a session of this agent")))
+}
+
+/// A request's params as the protocol's type, or the JSON-RPC error that says what is wrong.
+fn parse<T: serde::de::DeserializeOwned>(params: Value) -> Result<T, (i64, String)> {
+    serde_json::from_value(params).map_err(|error| (-32602, format!("invalid params: {error}")))
+}
+
+fn to_value(value: impl serde::Serialize) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
+}
+
+/// A prompt's content block as message content: text; images; a linked resource (an editor's
+/// @-mention) as a Markdown link; an embedded text resource as its text under its URI, a binary
+/// one as a file. Audio is not served.
+fn content_of(block: acp::ContentBlock) -> Result<ContentPart, (i64, String)> {
+    Ok(match block {
+        acp::ContentBlock::Text(text) => ContentPart::text(text.text),
+        acp::ContentBlock::Image(image) => ContentPart::Image {
+            source: match image.uri {
+                Some(url) if image.data.is_empty() => MediaSource::Url { url },
+                _ => MediaSource::Base64 { mime_type: image.mime_type, data: image.data },
+            },
+        },
+        acp::ContentBlock::ResourceLink(link) => ContentPart::text(format!("[{}]({})", link.name, link.uri)),
+        acp::ContentBlock::Resource(embedded) => match embedded.resource {
+            acp::EmbeddedResourceResource::TextResourceContents(text) => {
+                ContentPart::text(format!("{}:\n```\n{}\n```", text.uri, text.text))
+            }
+            acp::EmbeddedResourceResource::BlobResourceContents(blob) => ContentPart::File {
+                name: blob.uri.rsplit('/').next().unwrap_or("attachment").to_owned(),
+                source: MediaSource::Base64 {
+                    mime_type: blob.mime_type.unwrap_or_else(|| "application/octet-stream".to_owned()),
+                    data: blob.blob,
+                },
+            },
+            _ => return Err((-32602, "this kind of embedded resource is not served: send text or a blob".to_owned())),
+        },
+        _ => return Err((-32602, "audio content is not served: send text, images or resources".to_owned())),
+    })
 }
 
 fn unknown(session: ConversationId) -> (i64, String) {
@@ -320,39 +369,30 @@ fn internal(error: colloquy_engine::EngineError) -> (i64, String) {
     (-32603, error.to_string())
 }
 
-fn chunk(kind: &str, text: &str) -> Value {
-    json!({ "sessionUpdate": kind, "content": { "type": "text", "text": text } })
+fn chunk(text: &str) -> acp::ContentChunk {
+    acp::ContentChunk::new(text.into())
 }
 
-fn tool_call(id: &ToolCallId, name: &str, arguments: &Value, status: &str) -> Value {
-    json!({
-        "sessionUpdate": "tool_call",
-        "toolCallId": id.to_string(),
-        "title": name,
-        "kind": "other",
-        "status": status,
-        "rawInput": arguments,
-    })
+fn tool_call(id: &ToolCallId, name: &str, arguments: &Value, status: acp::ToolCallStatus) -> acp::SessionUpdate {
+    let call = acp::ToolCall::new(id.to_string(), name).kind(acp::ToolKind::Other).status(status);
+    acp::SessionUpdate::ToolCall(call.raw_input(arguments.clone()))
 }
 
-fn tool_result(id: &ToolCallId, content: &str, is_error: bool) -> Value {
-    json!({
-        "sessionUpdate": "tool_call_update",
-        "toolCallId": id.to_string(),
-        "status": if is_error { "failed" } else { "completed" },
-        "content": [{ "type": "content", "content": { "type": "text", "text": content } }],
-    })
+fn tool_result(id: &ToolCallId, content: &str, is_error: bool) -> acp::SessionUpdate {
+    let status = if is_error { acp::ToolCallStatus::Failed } else { acp::ToolCallStatus::Completed };
+    let fields = acp::ToolCallUpdateFields::new().status(status).content(vec![content.into()]);
+    acp::SessionUpdate::ToolCallUpdate(acp::ToolCallUpdate::new(id.to_string(), fields))
 }
 
 /// The prompt's answer: ACP's stop reason, or an error for a turn that failed.
 fn stop_reason(stop: StopReason) -> Result<Value, (i64, String)> {
     let reason = match stop {
-        StopReason::EndTurn => "end_turn",
-        StopReason::MaxTokens => "max_tokens",
-        StopReason::MaxTurnRequests | StopReason::BudgetExceeded { .. } => "max_turn_requests",
-        StopReason::Refusal => "refusal",
-        StopReason::Cancelled => "cancelled",
+        StopReason::EndTurn => acp::StopReason::EndTurn,
+        StopReason::MaxTokens => acp::StopReason::MaxTokens,
+        StopReason::MaxTurnRequests | StopReason::BudgetExceeded { .. } => acp::StopReason::MaxTurnRequests,
+        StopReason::Refusal => acp::StopReason::Refusal,
+        StopReason::Cancelled => acp::StopReason::Cancelled,
         StopReason::Error { error } => return Err((-32603, format!("the turn failed: {}", error.message))),
     };
-    Ok(json!({ "stopReason": reason }))
+    Ok(to_value(acp::PromptResponse::new(reason)))
 }

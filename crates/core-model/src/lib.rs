@@ -21,7 +21,9 @@ pub use event::{BudgetLimit, EventEnvelope, MessageDelta, StopReason, TurnError,
 pub use ids::{AccountId, ConversationId, MessageId, ParseIdError, ParticipantId, ToolCallId, TurnId};
 pub use message::{ContentPart, MediaSource, Message, MessageRole, NewMessage, ToolSpec, Usage};
 pub use options::{Options, QueueMode, ResponderPolicy, ToolChoice};
-pub use participant::{AgentSpec, Participant, ParticipantKind, ParticipantRole, WriteOnly, check_a2a_url};
+pub use participant::{
+    AgentSpec, Participant, ParticipantKind, ParticipantRole, WriteOnly, check_a2a_key, check_a2a_url,
+};
 
 /// Wall-clock timestamps are UTC everywhere in Colloquy.
 pub type Timestamp = chrono::DateTime<chrono::Utc>;

@@ -82,6 +82,18 @@ pub fn check_a2a_url(url: &str) -> Result<(), String> {
     }
 }
 
+/// Checks a remote A2A agent's key (`a2a_key`): at most 4,096 bytes, printable.
+pub fn check_a2a_key(key: &WriteOnly) -> Result<(), String> {
+    let key = key.expose();
+    if key.len() > 4096 {
+        return Err(format!("a2a_key is {} bytes long; at most 4096 are allowed", key.len()));
+    }
+    if key.trim().is_empty() || key.chars().any(char::is_control) {
+        return Err("a2a_key is empty or holds control characters: give the key as the remote agent issued it".into());
+    }
+    Ok(())
+}
+
 /// One party in one conversation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -523,6 +523,10 @@ async fn only_admins_add_remote_agents_unless_the_operator_allows_their_url() ->
             (json!({ "kind": "service", "display_name": "x", "a2a_url": "ftp://example.com" }), "not an http"),
             (json!({ "kind": "agent", "display_name": "x", "a2a_url": "https://example.com" }), "only a service"),
             (json!({ "kind": "service", "display_name": "x", "a2a_key": "k" }), "without an a2a_url"),
+            (
+                json!({ "kind": "service", "display_name": "x", "a2a_url": "https://example.com", "a2a_key": "k".repeat(5000) }),
+                "at most 4096",
+            ),
         ] {
             let (status, reply) = gateway.post(&path, &bad).await?;
             assert_eq!(status, 400, "{bad}: {reply}");

@@ -78,7 +78,13 @@ pub async fn add(
 ) -> Result<(StatusCode, Json<Participant>), ApiError> {
     authorized(&state, &caller, id, Action::Manage).await?;
     match (&body.a2a_url, body.kind) {
-        (Some(url), ParticipantKind::Service) => crate::policy::may_call_remote_agent(&state.config, &caller, url)?,
+        (Some(url), ParticipantKind::Service) => {
+            crate::policy::may_call_remote_agent(&state.config, &caller, url)?;
+            if let Some(key) = &body.a2a_key {
+                colloquy_core_model::check_a2a_key(key)
+                    .map_err(|error| ApiError::bad_request(ErrorCode::InvalidBody, error))?;
+            }
+        }
         (Some(_), kind) => {
             return Err(ApiError::bad_request(
                 ErrorCode::InvalidBody,

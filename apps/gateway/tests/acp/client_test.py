@@ -3,8 +3,9 @@ driving `colloquy acp` over stdio.
 
 Run by apps/gateway/tests/it/acp.rs: `python client_test.py COLLOQUY_BINARY`, with the gateway's
 configuration (database, mock model, `tools.require_approval = ["calculator"]`) in the
-environment. The mock model answers, in order: "Hello" in two chunks; a calculator call (which
-asks for permission) and then "42"; then a reply that stalls (cancelled). A second agent process
+environment. The mock model answers, in order: "Hello" in two chunks; "Seen" (to a prompt with a
+resource link, an editor's @-mention of a file); a calculator call (which asks for permission)
+and then "42"; then a reply that stalls (cancelled). A second agent process
 on the same database then loads the session and replays it. Every check raises on failure;
 the last line is OK.
 """
@@ -13,7 +14,7 @@ import asyncio
 import os
 import sys
 
-from acp import PROTOCOL_VERSION, Client, spawn_agent_process, text_block
+from acp import PROTOCOL_VERSION, Client, resource_link_block, spawn_agent_process, text_block
 from acp.schema import (
     AllowedOutcome,
     ClientCapabilities,
@@ -80,6 +81,11 @@ async def main():
         check(done.stop_reason == "end_turn", f"the first prompt ends: {done.stop_reason}")
         check(texts(editor.take(), "agent_message_chunk") == "Hello", "its answer arrived in chunks")
 
+        mention = [text_block("look at"), resource_link_block("main.rs", "file:///src/main.rs")]
+        done = await conn.prompt(session_id=session, prompt=mention)
+        check(done.stop_reason == "end_turn", f"a prompt with a resource link is served: {done.stop_reason}")
+        check(texts(editor.take(), "agent_message_chunk") == "Seen", "and answered")
+
         done = await conn.prompt(session_id=session, prompt=[text_block("6*7?")])
         updates = editor.take()
         check(done.stop_reason == "end_turn", f"the tool prompt ends: {done.stop_reason}")
@@ -105,8 +111,9 @@ async def main():
         await conn.load_session(cwd=os.getcwd(), session_id=session, mcp_servers=[])
         replayed = again.take()
         users = [u.content.text for u in replayed if u.session_update == "user_message_chunk"]
-        check(users == ["hi", "6*7?", "think hard"], f"load replays the prompts: {users}")
-        check(texts(replayed, "agent_message_chunk").startswith("Hello42"), "and the answers")
+        want = ["hi", "look at", "[main.rs](file:///src/main.rs)", "6*7?", "think hard"]
+        check(users == want, f"load replays the prompts: {users}")
+        check(texts(replayed, "agent_message_chunk").startswith("HelloSeen42"), "and the answers")
         check(any(u.session_update == "tool_call" for u in replayed), "and the tool call")
         try:
             await conn.prompt(session_id="not-a-session", prompt=[text_block("hi")])

@@ -1,8 +1,9 @@
 //! `colloquy acp` through the protocol's own client: `tests/acp/client_test.py`, an editor
 //! written with the official Python SDK (`agent-client-protocol`, pinned in
 //! `tests/acp/requirements.txt`, installed into `target/acp-venv`), which spawns the binary over
-//! stdio: initialize, a new session, a streamed prompt, a tool call that asks permission, a
-//! cancelled prompt, then a second process that loads the session and replays it.
+//! stdio: initialize, a new session, a streamed prompt, a prompt with a resource link, a tool
+//! call that asks permission, a cancelled prompt, then a second process that loads the session
+//! and replays it.
 
 use std::process::Stdio;
 
@@ -14,6 +15,7 @@ async fn an_acp_sdk_editor_drives_colloquy_acp_through_new_prompt_cancel_and_loa
     let Some(python) = crate::python::venv("acp").await? else { return Ok(()) };
     let model = MockOpenAi::start(vec![
         MockReply::Chunks(chunks::text("gpt-test", &["Hel", "lo"], None)),
+        MockReply::Chunks(chunks::text("gpt-test", &["Seen"], None)),
         MockReply::Chunks(chunks::tool_calls(
             "gpt-test",
             &[("call_1", "calculator", &["{\"expression\": \"6*7\"}"])],
@@ -37,7 +39,11 @@ async fn an_acp_sdk_editor_drives_colloquy_acp_through_new_prompt_cancel_and_loa
         ("COLLOQUY_TOOLS__REQUIRE_APPROVAL", "[calculator]"),
         ("NO_COLOR", "1"),
     ];
-    crate::python::run_client_test(&python, "acp", &[env!("CARGO_BIN_EXE_colloquy")], &env).await
+    crate::python::run_client_test(&python, "acp", &[env!("CARGO_BIN_EXE_colloquy")], &env).await?;
+    // The resource link reached the model as a link.
+    let asked = serde_json::to_string(&model.requests())?;
+    assert!(asked.contains("[main.rs](file:///src/main.rs)"), "{asked}");
+    Ok(())
 }
 
 /// What an editor (or anything else on the other end of the pipe) may send that is not ACP:
