@@ -181,6 +181,9 @@ pub struct Limits {
     /// Prompts that may wait behind a running turn in one conversation; more are refused
     /// (`queue_full`, 429).
     pub max_queued_prompts: usize,
+    /// Seconds a model server (or remote A2A agent) may go silent in the middle of a reply
+    /// before the turn ends with a provider error instead of waiting forever.
+    pub provider_idle_secs: u64,
 }
 
 impl Default for Limits {
@@ -198,6 +201,7 @@ impl Default for Limits {
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 30_000,
             max_queued_prompts: 32,
+            provider_idle_secs: 300,
         }
     }
 }

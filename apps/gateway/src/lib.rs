@@ -90,6 +90,7 @@ impl AppState {
         }
         let engine = Engine::new(Arc::new(store), providers.registry, executor);
         engine.set_max_queued_prompts(config.limits.max_queued_prompts);
+        engine.set_provider_idle_timeout(std::time::Duration::from_secs(config.limits.provider_idle_secs));
         let mut banner = providers.banner;
         let shutdown = CancellationToken::new();
         // Before recovery: in a cluster, recovery takes leases and leaves other nodes' turns alone.

@@ -93,6 +93,17 @@ impl Engine {
         self.inner.max_queued.store(limit.max(1), Ordering::Relaxed);
     }
 
+    /// Default for [`Engine::set_provider_idle_timeout`]: five minutes.
+    pub const DEFAULT_PROVIDER_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+    /// How long a reply's stream may go without an event (a token, a tool call's piece, a remote
+    /// agent's update) before the turn gives up on it and ends with a provider error: a model
+    /// server or remote agent that stops sending mid-reply cannot hold a turn forever.
+    pub fn set_provider_idle_timeout(&self, limit: Duration) {
+        let millis = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.inner.provider_idle_ms.store(millis, Ordering::Relaxed);
+    }
+
     /// A conversation.
     pub async fn conversation(&self, id: ConversationId) -> Result<Conversation, EngineError> {
         Ok(self.inner.store.conversation(id).await?)
@@ -216,6 +227,7 @@ impl Engine {
             runners: Mutex::default(),
             quarantined: Mutex::default(),
             max_queued: AtomicUsize::new(Self::DEFAULT_MAX_QUEUED_PROMPTS),
+            provider_idle_ms: std::sync::atomic::AtomicU64::new(Self::DEFAULT_PROVIDER_IDLE_TIMEOUT.as_secs() * 1000),
             models: crate::conversations::ModelCache::default(),
             cluster: std::sync::OnceLock::new(),
             idle: crate::state::IdleStates::default(),

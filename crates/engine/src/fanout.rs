@@ -183,7 +183,9 @@ impl Hub {
 }
 
 /// A conversation's events from a given `seq` on: first the durable log, then live events,
-/// with no gap and no duplicate among durable events (ephemeral deltas are live only).
+/// with no gap and no duplicate among durable events (ephemeral deltas are live only), in the
+/// order they were published: the log is read only for what was not received live, so it never
+/// overtakes a live event (a token delta) that came before.
 pub struct Subscription {
     conversation: ConversationId,
     store: Arc<dyn ConversationStore>,
@@ -191,7 +193,10 @@ pub struct Subscription {
     channels: Channels,
     live: broadcast::Receiver<Arc<Delivery>>,
     last_seq: u64,
+    /// Read from the log, to hand out before anything live.
     backlog: VecDeque<EventEnvelope>,
+    /// Received live, to hand out after the backlog.
+    pending: VecDeque<Arc<Delivery>>,
     catching_up: bool,
 }
 
@@ -225,7 +230,16 @@ impl Subscription {
         // Listen before reading the log, so nothing published meanwhile is missed.
         let live = hub.subscribe(conversation, after_seq);
         let channels = Arc::clone(&hub.channels);
-        Self { conversation, store, channels, live, last_seq: after_seq, backlog: VecDeque::new(), catching_up: true }
+        Self {
+            conversation,
+            store,
+            channels,
+            live,
+            last_seq: after_seq,
+            backlog: VecDeque::new(),
+            pending: VecDeque::new(),
+            catching_up: true,
+        }
     }
 
     /// The conversation it follows.
@@ -251,28 +265,67 @@ impl Subscription {
                 return Ok(Arc::new(Delivery::new(envelope)));
             }
             if self.catching_up {
-                let page = self.store.events_after(self.conversation, self.last_seq, REPLAY_PAGE).await?;
-                self.catching_up = page.len() as u64 == REPLAY_PAGE;
-                self.backlog.extend(page);
+                self.catch_up().await?;
                 continue;
             }
-            match self.live.recv().await {
-                Ok(delivery) => match delivery.envelope.seq {
-                    None => return Ok(delivery),
-                    Some(seq) if seq <= self.last_seq => {}
-                    Some(seq) if seq == self.last_seq + 1 => {
-                        self.last_seq = seq;
-                        return Ok(delivery);
+            let delivery = match self.pending.pop_front() {
+                Some(delivery) => delivery,
+                None => match self.live.recv().await {
+                    Ok(delivery) => delivery,
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        self.catching_up = true;
+                        continue;
                     }
-                    // Writers publish after they commit, so two writers may publish out of seq
-                    // order; the log has everything up to the seq we just saw.
-                    Some(_) => self.catching_up = true,
+                    // The hub keeps the sender while the channel has receivers, so this means shutdown.
+                    Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
                 },
-                Err(broadcast::error::RecvError::Lagged(_)) => self.catching_up = true,
-                // The hub keeps the sender while the channel has receivers, so this means shutdown.
-                Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+            };
+            match delivery.envelope.seq {
+                None => return Ok(delivery),
+                Some(seq) if seq <= self.last_seq => {}
+                Some(seq) if seq == self.last_seq + 1 => {
+                    self.last_seq = seq;
+                    return Ok(delivery);
+                }
+                // Writers publish after they commit, so two writers may publish out of seq
+                // order: the log has what is missing. Only the gap is read, and this event goes
+                // out right after it, so what came after it live keeps its place.
+                Some(seq) => {
+                    let missing = seq - self.last_seq - 1;
+                    let page = self.store.events_after(self.conversation, self.last_seq, missing).await?;
+                    if page.last().and_then(|e| e.seq) != Some(seq - 1) {
+                        // Not all there (it should be): read the log through.
+                        self.catching_up = true;
+                    }
+                    self.backlog.extend(page);
+                    self.pending.push_front(delivery);
+                }
             }
         }
+    }
+
+    /// Reads the log after `last_seq`, but only up to what has come live meanwhile (taken into
+    /// `pending`): the rest comes in the order it was published.
+    async fn catch_up(&mut self) -> Result<(), StoreError> {
+        loop {
+            match self.live.try_recv() {
+                Ok(delivery) => self.pending.push_back(delivery),
+                // Lost ones are durable ones the log has, or deltas that are gone anyway.
+                Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+                Err(broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed) => break,
+            }
+        }
+        let first_live = self.pending.iter().filter_map(|d| d.envelope.seq).find(|seq| *seq > self.last_seq);
+        let limit = first_live.map_or(REPLAY_PAGE, |first| (first - self.last_seq - 1).min(REPLAY_PAGE));
+        let page = if limit == 0 {
+            Vec::new()
+        } else {
+            self.store.events_after(self.conversation, self.last_seq, limit).await?
+        };
+        // A full page may have more behind it.
+        self.catching_up = limit == REPLAY_PAGE && page.len() as u64 == REPLAY_PAGE;
+        self.backlog.extend(page);
+        Ok(())
     }
 }
 
@@ -299,6 +352,52 @@ mod tests {
         assert!(hub.channels().contains_key(&other));
         drop(elsewhere);
         assert!(hub.channels().is_empty());
+        Ok(())
+    }
+
+    /// Events committed and published (durable ones, then a token delta, then more durable ones)
+    /// before the subscriber first reads: it gets them in the order they were published, the
+    /// delta before the durable events that came after it, though the log already has those.
+    #[tokio::test]
+    async fn the_log_never_overtakes_a_delta_that_came_live_before_it() -> Result<(), StoreError> {
+        use colloquy_core_model::{ConversationKind, MessageDelta, MessageId, Options, TurnEvent, TurnId};
+        use colloquy_store::{Append, AppendOptions, NewConversation};
+
+        let hub = Hub::default();
+        let store: Arc<dyn ConversationStore> =
+            Arc::new(SeaStore::connect("sqlite::memory:", StoreOptions::default()).await?);
+        let id = ConversationId::new();
+        let new = NewConversation {
+            id,
+            kind: ConversationKind::UserAgent,
+            title: None,
+            tags: Vec::new(),
+            options: Options::default(),
+            participants: Vec::new(),
+        };
+        store.create_conversation(new).await?;
+        let mut subscription = Subscription::new(&hub, Arc::clone(&store), id, 0);
+        let turn_id = TurnId::new();
+        let message_id = MessageId::new();
+        let record = async |event: TurnEvent| -> Result<(), StoreError> {
+            for envelope in store.append_batch(id, vec![Append::Event(event)], AppendOptions::default()).await? {
+                hub.publish_copy(&envelope);
+            }
+            Ok(())
+        };
+        record(TurnEvent::TurnStart { turn_id, request: 1 }).await?;
+        let delta = MessageDelta::Text { text: "tok".to_owned() };
+        hub.publish(EventEnvelope {
+            conversation_id: id,
+            seq: None,
+            event: TurnEvent::MessageUpdate { turn_id, message_id, delta },
+        });
+        record(TurnEvent::TurnEnd { turn_id, request: 1 }).await?;
+        let mut kinds = Vec::new();
+        for _ in 0..3 {
+            kinds.push(subscription.next().await?.event.kind());
+        }
+        assert_eq!(kinds, ["turn_start", "message_update", "turn_end"]);
         Ok(())
     }
 }

@@ -49,6 +49,8 @@ pub(crate) struct Inner {
     pub(crate) quarantined: Mutex<HashMap<ConversationId, String>>,
     /// How many prompts may wait behind a running turn per conversation.
     pub(crate) max_queued: AtomicUsize,
+    /// [`crate::Engine::set_provider_idle_timeout`], in milliseconds.
+    pub(crate) provider_idle_ms: std::sync::atomic::AtomicU64,
     /// The models each provider said it serves, asked at first need.
     pub(crate) models: crate::conversations::ModelCache,
     /// Set when the engine joins a cluster: runners hold the conversation's lease and fence

@@ -421,6 +421,7 @@ impl Turn<'_, '_> {
         let mut interrupted = None;
         let mut failure = None;
         let span = telemetry.span();
+        let idle = Duration::from_millis(self.inner.provider_idle_ms.load(std::sync::atomic::Ordering::Relaxed));
         loop {
             let item = tokio::select! {
                 biased;
@@ -428,7 +429,18 @@ impl Turn<'_, '_> {
                     interrupted = Some(StopReason::Cancelled);
                     break;
                 }
-                item = tracing::Instrument::instrument(stream.next(), span.clone()) => item,
+                item = tokio::time::timeout(idle, tracing::Instrument::instrument(stream.next(), span.clone())) => item,
+            };
+            let Ok(item) = item else {
+                let message = format!(
+                    "provider `{}` sent nothing for {} s in the middle of its reply, so the turn gave up on it: \
+                     check that the model server (or remote agent) is up, then send the message again",
+                    provider.name(),
+                    idle.as_secs_f64()
+                );
+                failure = Some(message.clone());
+                interrupted = Some(StopReason::Error { error: TurnError { kind: TurnErrorKind::Provider, message } });
+                break;
             };
             let event = match item {
                 None => break,

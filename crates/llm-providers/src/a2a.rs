@@ -224,17 +224,64 @@ impl LlmProvider for A2aAgent {
             Ok((response, CancelOnDrop { client, endpoint, version, task: None }))
         };
         Box::pin(futures::stream::once(opened).flat_map(move |opened| match opened {
-            Ok((response, guard)) => reply(Box::pin(response.bytes_stream().eventsource()), guard).boxed(),
+            Ok((response, guard)) => {
+                let body = response.bytes_stream().map(|chunk| chunk.map_err(ReadError::Http));
+                reply(Box::pin(limited(body, MAX_STREAM_BYTES).eventsource()), guard).boxed()
+            }
             Err(error) => futures::stream::iter([Err(error)]).boxed(),
         }))
     }
 }
 
+/// The most a remote agent may send for one reply, SSE framing included: a stream that never
+/// ends its lines or its task cannot make the gateway hold more than this.
+const MAX_STREAM_BYTES: usize = 16 * 1024 * 1024;
+
+/// Why a remote agent's stream could not be read.
+#[derive(Debug)]
+enum ReadError {
+    Http(reqwest::Error),
+    TooLarge,
+}
+
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Http(error) => write!(f, "{}", error_chain(error)),
+            Self::TooLarge => write!(f, "it sent more than {} MiB for one reply", MAX_STREAM_BYTES >> 20),
+        }
+    }
+}
+
+/// The response body, ending with [`ReadError::TooLarge`] past `limit` bytes.
+fn limited(
+    body: impl futures::Stream<Item = Result<bytes::Bytes, ReadError>> + Send + 'static,
+    limit: usize,
+) -> impl futures::Stream<Item = Result<bytes::Bytes, ReadError>> + Send + 'static {
+    let mut total = 0usize;
+    let mut over = false;
+    body.map(move |chunk| {
+        let chunk = chunk?;
+        total = total.saturating_add(chunk.len());
+        if total > limit {
+            over = true;
+        }
+        if over { Err(ReadError::TooLarge) } else { Ok(chunk) }
+    })
+    .scan(false, |ended, item| {
+        // After the first error, nothing more: the reply ends there.
+        if *ended {
+            return futures::future::ready(None);
+        }
+        *ended = item.is_err();
+        futures::future::ready(Some(item))
+    })
+}
+
 type Events = std::pin::Pin<
     Box<
-        dyn futures::Stream<
-                Item = Result<eventsource_stream::Event, eventsource_stream::EventStreamError<reqwest::Error>>,
-            > + Send,
+        dyn futures::Stream<Item = Result<eventsource_stream::Event, eventsource_stream::EventStreamError<ReadError>>>
+            + Send,
     >,
 >;
 
@@ -337,4 +384,21 @@ fn reply(
             return Some((item, Some((events, guard, ended))));
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::{ReadError, limited};
+
+    #[tokio::test]
+    async fn a_stream_past_its_limit_ends_with_an_error() {
+        let chunks = (0..10).map(|_| Ok::<_, ReadError>(bytes::Bytes::from_static(b"0123456789")));
+        let read: Vec<_> = limited(futures::stream::iter(chunks), 35).collect().await;
+        assert_eq!(read.len(), 4, "three chunks, then the error, then nothing");
+        assert!(read[..3].iter().all(Result::is_ok));
+        assert!(matches!(read[3], Err(ReadError::TooLarge)));
+        assert_eq!(ReadError::TooLarge.to_string(), "it sent more than 16 MiB for one reply");
+    }
 }

@@ -2,6 +2,7 @@
 //! reach the model after the turn that was running, `"queue": false` refuses all but one, and
 //! content the store could not read back (or that forges tool output) is refused at the edge.
 
+use anyhow::Context;
 use colloquy_tests::mock_openai::{MockOpenAi, MockReply, chunks};
 use serde_json::{Value, json};
 
@@ -282,5 +283,36 @@ async fn a_reply_from_a_server_that_reports_no_usage_is_counted_and_marked_estim
     // Stored so: the history says the same.
     let (_, page) = gateway.get(&format!("/v1/conversations/{id}/messages")).await?;
     assert_eq!(page["messages"][1]["usage"], usage.clone());
+    Ok(())
+}
+
+/// A model server that stops sending in the middle of a reply cannot hold the turn: after
+/// `limits.provider_idle_secs` of silence the turn ends with a provider error that says so, the
+/// text so far kept, and the next prompt is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_that_goes_silent_mid_reply_ends_the_turn_with_a_clear_error() -> anyhow::Result<()> {
+    let mock = MockOpenAi::start(vec![
+        MockReply::Stall(chunks::text("gpt-test", &["half an "], None).into_iter().take(2).collect()),
+        MockReply::Chunks(chunks::text("gpt-test", &["whole answer"], None)),
+    ])
+    .await?;
+    let mut config = gateway_config(&mock.base_url());
+    config["limits"] = json!({ "provider_idle_secs": 1 });
+    let gateway = Gateway::start(config).await?;
+    let id = gateway.create_conversation(json!({})).await?["id"].as_str().unwrap_or_default().to_owned();
+    let mut client = gateway.connect().await?;
+    client.subscribe(&id, 0).await?;
+    send(&mut client, &id, "m1", json!("hello?")).await?;
+    let frames = client.recv_until(is_agent_end).await?;
+    let end = &frames.last().map(|f| f["event"].clone()).unwrap_or_default();
+    assert_eq!(end["stop_reason"], "error", "{end}");
+    assert_eq!(end["error"]["kind"], "provider", "{end}");
+    let said = end["error"]["message"].as_str().unwrap_or_default();
+    assert!(said.contains("sent nothing for 1 s"), "{said}");
+    let kept = frames.iter().rev().find(|f| f["event"]["type"] == "message_end").context("the partial reply")?;
+    assert_eq!(kept["event"]["message"]["content"][0]["text"], "half an ", "{kept}");
+    send(&mut client, &id, "m2", json!("again?")).await?;
+    let frames = client.recv_until(is_agent_end).await?;
+    assert_eq!(frames.last().map(|f| f["event"]["stop_reason"].clone()), Some(json!("end_turn")), "{frames:?}");
     Ok(())
 }

@@ -296,11 +296,16 @@ pub fn is_agent_end(frame: &Value) -> bool {
 }
 
 /// Replaces ids and times with stable placeholders (`[id-1]`, `[id-2]`, ... numbered by first
-/// appearance, so equal ids stay equal) for snapshots.
+/// appearance, keys in sorted order, so equal ids stay equal and the numbers do not depend on
+/// the order serde_json keeps keys in) for snapshots.
 pub fn redact(value: &Value) -> Value {
     fn walk(value: &Value, key: Option<&str>, ids: &mut Vec<String>) -> Value {
         match value {
-            Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), walk(v, Some(k), ids))).collect()),
+            Value::Object(map) => {
+                let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(b.0));
+                Value::Object(entries.into_iter().map(|(k, v)| (k.clone(), walk(v, Some(k), ids))).collect())
+            }
             Value::Array(items) => Value::Array(items.iter().map(|v| walk(v, key, ids)).collect()),
             Value::String(s) if matches!(key, Some("created_at" | "joined_at" | "last_activity")) => {
                 let _ = s;
