@@ -422,6 +422,9 @@ impl Turn<'_, '_> {
         let mut failure = None;
         let span = telemetry.span();
         let idle = Duration::from_millis(self.inner.provider_idle_ms.load(std::sync::atomic::Ordering::Relaxed));
+        // One timer for the whole reply, pushed back at each event.
+        let silence = tokio::time::sleep(idle);
+        tokio::pin!(silence);
         loop {
             let item = tokio::select! {
                 biased;
@@ -429,19 +432,21 @@ impl Turn<'_, '_> {
                     interrupted = Some(StopReason::Cancelled);
                     break;
                 }
-                item = tokio::time::timeout(idle, tracing::Instrument::instrument(stream.next(), span.clone())) => item,
+                item = tracing::Instrument::instrument(stream.next(), span.clone()) => item,
+                () = &mut silence => {
+                    let message = format!(
+                        "provider `{}` sent nothing for {} s in the middle of its reply, so the turn gave up on it: \
+                         check that the model server (or remote agent) is up, then send the message again",
+                        provider.name(),
+                        idle.as_secs_f64()
+                    );
+                    failure = Some(message.clone());
+                    interrupted =
+                        Some(StopReason::Error { error: TurnError { kind: TurnErrorKind::Provider, message } });
+                    break;
+                }
             };
-            let Ok(item) = item else {
-                let message = format!(
-                    "provider `{}` sent nothing for {} s in the middle of its reply, so the turn gave up on it: \
-                     check that the model server (or remote agent) is up, then send the message again",
-                    provider.name(),
-                    idle.as_secs_f64()
-                );
-                failure = Some(message.clone());
-                interrupted = Some(StopReason::Error { error: TurnError { kind: TurnErrorKind::Provider, message } });
-                break;
-            };
+            silence.as_mut().reset(tokio::time::Instant::now() + idle);
             let event = match item {
                 None => break,
                 Some(Err(error)) => {

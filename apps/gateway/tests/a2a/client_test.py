@@ -102,16 +102,27 @@ async def main():
         print("ok: a made-up task is not found", flush=True)
 
     # A task that stalls mid-answer: followed from a second connection, then cancelled.
-    stream = streaming.send_message(SendMessageRequest(message=user_message("think hard", context)))
-    first = await stream.__anext__()
-    slow = first.task.id
+    await follow_and_cancel(streaming, context, "think hard", "CancelTask", "SubscribeToTask")
+
+    await version_0_3(http, card, context)
+    await named_agent(http)
+    await approval(blocking, context)
+    await http.aclose()
+    print("OK", flush=True)
+
+
+async def follow_and_cancel(client, context, text, cancel, resubscribe):
+    """A streamed task that stalls mid-answer, followed again from a second stream, then
+    cancelled: the cancel returns it canceled, and the follower sees it working, then canceled."""
+    stream = client.send_message(SendMessageRequest(message=user_message(text, context)))
+    slow = (await stream.__anext__()).task.id
     async for r in stream:
         if r.WhichOneof("payload") == "artifact_update":
             break
 
     async def follow():
         states = []
-        async for r in streaming.subscribe(SubscribeToTaskRequest(id=slow)):
+        async for r in client.subscribe(SubscribeToTaskRequest(id=slow)):
             if r.WhichOneof("payload") == "task":
                 states.append(state(r.task))
             if r.WhichOneof("payload") == "status_update":
@@ -120,16 +131,10 @@ async def main():
 
     follower = asyncio.create_task(follow())
     await asyncio.sleep(0.5)
-    cancelled = await blocking.cancel_task(CancelTaskRequest(id=slow))
-    check(state(cancelled) == "TASK_STATE_CANCELED", f"CancelTask returns it canceled: {state(cancelled)}")
+    cancelled = await client.cancel_task(CancelTaskRequest(id=slow))
+    check(state(cancelled) == "TASK_STATE_CANCELED", f"{cancel} returns it canceled: {state(cancelled)}")
     states = await asyncio.wait_for(follower, 20)
-    check(states[0] == "TASK_STATE_WORKING" and states[-1] == "TASK_STATE_CANCELED", f"the subscriber saw {states}")
-
-    await version_0_3(http, card, context)
-    await named_agent(http)
-    await approval(blocking, context)
-    await http.aclose()
-    print("OK", flush=True)
+    check(states[0] == "TASK_STATE_WORKING" and states[-1] == "TASK_STATE_CANCELED", f"{resubscribe} saw {states}")
 
 
 async def version_0_3(http, card, context):
@@ -163,27 +168,7 @@ async def version_0_3(http, card, context):
     got = await old.get_task(GetTaskRequest(id=streamed))
     check(state(got) == "TASK_STATE_COMPLETED", "tasks/get tells the same")
 
-    stream = old.send_message(SendMessageRequest(message=user_message("think slowly", context)))
-    slow = (await stream.__anext__()).task.id
-    async for r in stream:
-        if r.WhichOneof("payload") == "artifact_update":
-            break
-
-    async def follow():
-        states = []
-        async for r in old.subscribe(SubscribeToTaskRequest(id=slow)):
-            if r.WhichOneof("payload") == "task":
-                states.append(state(r.task))
-            if r.WhichOneof("payload") == "status_update":
-                states.append(TaskState.Name(r.status_update.status.state))
-        return states
-
-    follower = asyncio.create_task(follow())
-    await asyncio.sleep(0.5)
-    cancelled = await old.cancel_task(CancelTaskRequest(id=slow))
-    check(state(cancelled) == "TASK_STATE_CANCELED", f"tasks/cancel cancels it: {state(cancelled)}")
-    states = await asyncio.wait_for(follower, 20)
-    check(states[0] == "TASK_STATE_WORKING" and states[-1] == "TASK_STATE_CANCELED", f"tasks/resubscribe saw {states}")
+    await follow_and_cancel(old, context, "think slowly", "tasks/cancel", "tasks/resubscribe")
 
 
 async def named_agent(http):
