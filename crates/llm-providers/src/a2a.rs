@@ -78,6 +78,9 @@ impl A2aAgent {
             .default_headers(headers)
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
+            // Only where it was told to go (`a2a_allowed_urls` vets that URL, not a redirect's);
+            // a JSON-RPC endpoint has no reason to redirect.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_default();
         let url = config.url.trim().trim_end_matches('/').to_owned();
@@ -388,9 +391,46 @@ fn reply(
 
 #[cfg(test)]
 mod tests {
-    use futures::StreamExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use super::{ReadError, limited};
+    use colloquy_core_model::{ContentPart, MessageRole};
+    use futures::StreamExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::{A2aAgent, A2aConfig, ReadError, limited};
+    use crate::{LlmProvider, LlmRequest, RequestMessage};
+
+    /// Answers every request on `listener` with `response`; counts the requests.
+    fn serve(listener: tokio::net::TcpListener, response: String, count: std::sync::Arc<AtomicUsize>) {
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let mut buffer = vec![0; 64 * 1024];
+                let _ = socket.read(&mut buffer).await;
+                let _ = socket.write_all(response.as_bytes()).await;
+            }
+        });
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_not_followed() -> Result<(), Box<dyn std::error::Error>> {
+        let elsewhere = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let target = format!("http://{}/internal", elsewhere.local_addr()?);
+        let reached = std::sync::Arc::new(AtomicUsize::new(0));
+        serve(elsewhere, "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".to_owned(), std::sync::Arc::clone(&reached));
+        let agent = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", agent.local_addr()?);
+        let redirect = format!("HTTP/1.1 307 Temporary Redirect\r\nlocation: {target}\r\ncontent-length: 0\r\n\r\n");
+        serve(agent, redirect, std::sync::Arc::default());
+
+        let provider = A2aAgent::new(A2aConfig { name: "remote".to_owned(), url, api_key: None });
+        let message = RequestMessage { role: MessageRole::User, content: vec![ContentPart::text("hi")] };
+        let request = LlmRequest { model: "a2a".to_owned(), messages: vec![message], ..LlmRequest::default() };
+        let replies: Vec<_> = provider.stream(request).collect().await;
+        assert!(replies.first().is_some_and(Result::is_err), "a redirect is an error: {replies:?}");
+        assert_eq!(reached.load(Ordering::SeqCst), 0, "the redirect's target was never asked");
+        Ok(())
+    }
 
     #[tokio::test]
     async fn a_stream_past_its_limit_ends_with_an_error() {

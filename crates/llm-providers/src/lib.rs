@@ -48,8 +48,9 @@ pub struct RequestMessage {
     pub content: Vec<ContentPart>,
 }
 
-/// Everything a provider needs for one LLM request.
-#[derive(Debug, Clone, PartialEq)]
+/// Everything a provider needs for one LLM request. `Default` is an empty request (no model,
+/// no messages), for building one field by field.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct LlmRequest {
     /// The model to ask.
     pub model: String,
