@@ -49,8 +49,9 @@ async fn the_first_start_prints_an_admin_key_once_and_sigterm_stops_cleanly() ->
     let env = [("COLLOQUY_SHUTDOWN_GRACE_SECS", "1")];
     let mut first = start(&database, &model.base_url(), &env).await?;
     let key = first.printed_line(|line| line.trim().starts_with("ck_")).await?.trim().to_owned();
-    let link = first.printed().iter().any(|line| line.contains(&format!("/#key={key}")));
-    assert!(link, "a link with the key in its fragment: {:?}", first.printed());
+    // Printed after the key: wait for it (reading what has arrived so far raced with it).
+    let link = first.printed_line(|line| line.contains("/#key=")).await?;
+    assert!(link.contains(&format!("/#key={key}")), "a link with the key in its fragment: {link}");
     assert!(!first.startup_log.iter().any(|line| line.contains(&key)), "the key is never logged");
 
     // A turn in flight (its model never answers) and a prompt queued behind it.
