@@ -592,8 +592,12 @@ impl A2a {
         authorized(&self.state, &self.caller, task.conversation, action)
             .await
             .map_err(|_| RpcError::task_not_found(&id))?;
-        // The message must be there: a made-up id is not a task.
-        self.state.engine.message(task.conversation, task.message).await.map_err(|_| RpcError::task_not_found(&id))?;
+        // The message must be there (stored or queued): a made-up id is not a task.
+        self.state
+            .engine
+            .message_or_queued(task.conversation, task.message)
+            .await
+            .map_err(|_| RpcError::task_not_found(&id))?;
         Ok(task)
     }
 
@@ -634,7 +638,7 @@ impl A2a {
 
     /// The task's message.
     async fn prompt(&self, task: TaskRef) -> Result<Message, RpcError> {
-        Ok(self.state.engine.message(task.conversation, task.message).await.map_err(ApiError::from)?)
+        Ok(self.state.engine.message_or_queued(task.conversation, task.message).await.map_err(ApiError::from)?)
     }
 
     /// Where the task is, read from the log after its message, and the turn's newest reply.

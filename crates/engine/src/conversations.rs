@@ -12,7 +12,7 @@ use colloquy_core_model::{
 };
 use colloquy_store::{
     ConversationCursor, ConversationFilter, ConversationUpdate, History, MessageCursor, NewConversation,
-    NewParticipant, Page,
+    NewParticipant, Page, StoreError,
 };
 
 use crate::{Engine, EngineError};
@@ -221,6 +221,21 @@ impl Engine {
     /// One message of the history.
     pub async fn message(&self, id: ConversationId, message: MessageId) -> Result<Message, EngineError> {
         Ok(self.inner().store.message(id, message).await?)
+    }
+
+    /// A message of the conversation, or one still queued behind a running turn (it joins the
+    /// history when its turn begins).
+    pub async fn message_or_queued(&self, id: ConversationId, message: MessageId) -> Result<Message, EngineError> {
+        match self.inner().store.message(id, message).await {
+            Err(StoreError::MessageNotFound { .. }) => {
+                let queued = self.inner().store.queued_messages(id).await?;
+                queued
+                    .into_iter()
+                    .find(|m| m.id == message)
+                    .ok_or(EngineError::Store(StoreError::MessageNotFound { conversation: id, message }))
+            }
+            other => Ok(other?),
+        }
     }
 
     async fn editable(&self, id: ConversationId, message: MessageId) -> Result<Message, EngineError> {
