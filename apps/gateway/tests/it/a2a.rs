@@ -59,21 +59,37 @@ async fn echo_agent(
 ) -> anyhow::Result<(tokio::process::Child, tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>, String)>
 {
     use tokio::io::AsyncBufReadExt;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let mut echo = tokio::process::Command::new(python)
-        .arg(crate::python::source("a2a").join("echo_server.py"))
-        .args([&port.to_string(), version])
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let said = tokio::io::BufReader::new(echo.stdout.take().context("stdout")?).lines();
-    let url = format!("http://127.0.0.1:{port}");
-    let deadline = std::time::Instant::now() + crate::process::WAIT;
-    while reqwest::get(format!("{url}/.well-known/agent-card.json")).await.is_err() {
-        anyhow::ensure!(std::time::Instant::now() < deadline, "the echo agent never served");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // A port picked by binding 0 and letting go can be taken by another test's server before
+    // Python binds it: then the card that answers is not the echo agent's, and it is tried again.
+    for _ in 0..5 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut echo = tokio::process::Command::new(python)
+            .arg(crate::python::source("a2a").join("echo_server.py"))
+            .args([&port.to_string(), version])
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let said = tokio::io::BufReader::new(echo.stdout.take().context("stdout")?).lines();
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = std::time::Instant::now() + crate::process::WAIT;
+        loop {
+            let card = reqwest::get(format!("{url}/.well-known/agent-card.json")).await;
+            if let Ok(card) = card
+                && let Ok(card) = card.json::<serde_json::Value>().await
+            {
+                if card["name"] == "echo" {
+                    return Ok((echo, said, url));
+                }
+                break; // someone else's server on the port
+            }
+            if echo.try_wait()?.is_some() {
+                break; // it could not bind the port
+            }
+            anyhow::ensure!(std::time::Instant::now() < deadline, "the echo agent never served");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
     }
-    Ok((echo, said, url))
+    anyhow::bail!("the echo agent found no free port in 5 tries")
 }
 
 /// Colloquy as the A2A client: service participants that are remote A2A agents (`a2a_url`;
