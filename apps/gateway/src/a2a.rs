@@ -108,11 +108,6 @@ impl Served {
     fn path(&self) -> String {
         self.name.as_ref().map_or_else(|| ROUTES[1].1.to_owned(), |name| format!("/a2a/agents/{name}"))
     }
-
-    /// The display name of its participant in the conversations it starts.
-    fn participant_name(&self) -> String {
-        self.name.clone().unwrap_or_else(|| "assistant".to_owned())
-    }
 }
 
 /// `GET /.well-known/agent-card.json`: the default agent's card.
@@ -372,30 +367,6 @@ fn content_of(parts: Vec<Value>) -> Result<Vec<ContentPart>, RpcError> {
         .collect()
 }
 
-/// Content as A2A (1.0) parts; tool calls and results are the agent's own business.
-fn parts_of(content: &[ContentPart]) -> Vec<Value> {
-    let media = |source: &MediaSource, mut part: Value| {
-        match source {
-            MediaSource::Url { url } => part["url"] = json!(url),
-            MediaSource::Base64 { mime_type, data } => {
-                part["raw"] = json!(data);
-                part["mediaType"] = json!(mime_type);
-            }
-        }
-        part
-    };
-    content
-        .iter()
-        .filter_map(|part| match part {
-            ContentPart::Text { text } => Some(json!({ "text": text })),
-            ContentPart::Image { source } => Some(media(source, json!({}))),
-            ContentPart::File { name, source } => Some(media(source, json!({ "filename": name }))),
-            ContentPart::Custom { value } => Some(json!({ "data": value })),
-            ContentPart::ToolCall { .. } | ContentPart::ToolResult { .. } => None,
-        })
-        .collect()
-}
-
 /// The answer a message that continues an `input-required` task gives its waiting tool calls:
 /// `approve` / `deny` as its text, or a data part with `decision` (and `reason`).
 fn decision_of(content: &[ContentPart], parts: &[Value]) -> Result<colloquy_tools::ApprovalAnswer, RpcError> {
@@ -478,7 +449,8 @@ impl A2a {
             None => {
                 let request = ConversationRequest {
                     agent: Some(self.served.spec.clone()),
-                    agent_name: Some(self.served.participant_name()),
+                    // A named agent's participant has its name; the default one the engine's default.
+                    agent_name: self.served.name.clone(),
                     ..ConversationRequest::default()
                 };
                 let (created, _) = self
@@ -708,7 +680,7 @@ fn a2a_message(task: TaskRef, message: &Message) -> Value {
         "contextId": task.conversation.to_string(),
         "taskId": task.id(),
         "role": role,
-        "parts": parts_of(&message.content),
+        "parts": wire::parts_of(&message.content),
     })
 }
 

@@ -23,6 +23,7 @@ pub use message::{ContentPart, MediaSource, Message, MessageRole, NewMessage, To
 pub use options::{Options, QueueMode, ResponderPolicy, ToolChoice};
 pub use participant::{
     AgentSpec, Participant, ParticipantKind, ParticipantRole, WriteOnly, check_a2a_key, check_a2a_url,
+    check_remote_agent,
 };
 
 /// Wall-clock timestamps are UTC everywhere in Colloquy.

@@ -94,6 +94,19 @@ pub fn check_a2a_key(key: &WriteOnly) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks the remote-agent fields of a participant to be: only a service may have an
+/// `a2a_url`, a key needs a URL, and both must be well formed. The error says what is wrong.
+pub fn check_remote_agent(kind: ParticipantKind, url: Option<&str>, key: Option<&WriteOnly>) -> Result<(), String> {
+    match (url, key) {
+        (Some(_), _) if kind != ParticipantKind::Service => Err(format!(
+            "a participant of kind {kind:?} cannot have an a2a_url: only a service can be a remote A2A agent"
+        )),
+        (Some(url), key) => check_a2a_url(url).and_then(|()| key.map_or(Ok(()), check_a2a_key)),
+        (None, Some(_)) => Err("an a2a_key without an a2a_url: give the remote agent's URL the key is for".into()),
+        (None, None) => Ok(()),
+    }
+}
+
 /// One party in one conversation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

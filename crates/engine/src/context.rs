@@ -10,12 +10,18 @@ use colloquy_llm_providers::{RequestMessage, count_tokens, message_tokens};
 /// ([`colloquy_llm_providers::ProviderEvent::State`]).
 pub(crate) const PROVIDER_STATE: &str = "provider_state";
 
-/// What `agent`'s provider kept with its newest reply in `history`.
+/// How many of an agent's newest replies are searched for its provider's state: a provider that
+/// keeps one gives it with every reply, so it is near; every request of every other agent pays
+/// for the search, so it is bounded.
+const PROVIDER_STATE_REPLIES: usize = 8;
+
+/// What `agent`'s provider kept with its newest replies in `history`.
 pub(crate) fn provider_state(history: &[Message], agent: ParticipantId) -> Option<serde_json::Value> {
     history
         .iter()
         .rev()
         .filter(|m| m.sender == Some(agent) && m.role == MessageRole::Assistant)
+        .take(PROVIDER_STATE_REPLIES)
         .find_map(|m| m.metadata.get(PROVIDER_STATE).cloned())
 }
 

@@ -47,21 +47,8 @@ impl Engine {
                 let mut out = Vec::with_capacity(list.len() + 1);
                 for (index, p) in list.into_iter().enumerate() {
                     let remote = p.a2a_url.is_some();
-                    if remote && p.kind != ParticipantKind::Service {
-                        return Err(EngineError::InvalidConversation(format!(
-                            "participant {index} ({:?}) has an a2a_url: only a service can be a remote A2A agent",
-                            p.kind
-                        )));
-                    }
-                    if let Some(url) = &p.a2a_url {
-                        colloquy_core_model::check_a2a_url(url).map_err(|error| {
-                            EngineError::InvalidConversation(format!("participant {index}: {error}"))
-                        })?;
-                    } else if p.a2a_key.is_some() {
-                        return Err(EngineError::InvalidConversation(format!(
-                            "participant {index} has an a2a_key but no a2a_url: the key is sent to that URL"
-                        )));
-                    }
+                    colloquy_core_model::check_remote_agent(p.kind, p.a2a_url.as_deref(), p.a2a_key.as_ref())
+                        .map_err(|error| EngineError::InvalidConversation(format!("participant {index}: {error}")))?;
                     let account = match (p.kind, p.account_id) {
                         (ParticipantKind::Agent, _) => Some(me),
                         (_, Some(account)) => {

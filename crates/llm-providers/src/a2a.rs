@@ -14,7 +14,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use colloquy_core_model::{ContentPart, MediaSource, MessageRole};
+use colloquy_core_model::MessageRole;
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use reqwest::header::{HeaderMap, HeaderValue};
@@ -133,26 +133,7 @@ async fn endpoint(client: &reqwest::Client, url: &str) -> Result<(String, Versio
 /// other participants' names in front in multi-party conversations), images and files.
 fn newest_message(request: &LlmRequest) -> Option<Vec<Value>> {
     let message = request.messages.iter().rev().find(|m| m.role == MessageRole::User)?;
-    let media = |source: &MediaSource, mut part: Value| {
-        match source {
-            MediaSource::Base64 { mime_type, data } => {
-                part["raw"] = json!(data);
-                part["mediaType"] = json!(mime_type);
-            }
-            MediaSource::Url { url } => part["url"] = json!(url),
-        }
-        part
-    };
-    let parts: Vec<Value> = message
-        .content
-        .iter()
-        .filter_map(|part| match part {
-            ContentPart::Text { text } => Some(json!({ "text": text })),
-            ContentPart::Image { source } => Some(media(source, json!({}))),
-            ContentPart::File { name, source } => Some(media(source, json!({ "filename": name }))),
-            _ => None,
-        })
-        .collect();
+    let parts = wire::parts_of(&message.content);
     (!parts.is_empty()).then_some(parts)
 }
 

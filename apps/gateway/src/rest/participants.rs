@@ -77,29 +77,10 @@ pub async fn add(
     ApiJson(body): ApiJson<AddParticipant>,
 ) -> Result<(StatusCode, Json<Participant>), ApiError> {
     authorized(&state, &caller, id, Action::Manage).await?;
-    match (&body.a2a_url, body.kind) {
-        (Some(url), ParticipantKind::Service) => {
-            crate::policy::may_call_remote_agent(&state.config, &caller, url)?;
-            if let Some(key) = &body.a2a_key {
-                colloquy_core_model::check_a2a_key(key)
-                    .map_err(|error| ApiError::bad_request(ErrorCode::InvalidBody, error))?;
-            }
-        }
-        (Some(_), kind) => {
-            return Err(ApiError::bad_request(
-                ErrorCode::InvalidBody,
-                format!(
-                    "a participant of kind {kind:?} cannot have an a2a_url: only a service can be a remote A2A agent"
-                ),
-            ));
-        }
-        (None, _) if body.a2a_key.is_some() => {
-            return Err(ApiError::bad_request(
-                ErrorCode::InvalidBody,
-                "an a2a_key without an a2a_url: give the remote agent's URL the key is for",
-            ));
-        }
-        (None, _) => {}
+    colloquy_core_model::check_remote_agent(body.kind, body.a2a_url.as_deref(), body.a2a_key.as_ref())
+        .map_err(|error| ApiError::bad_request(ErrorCode::InvalidBody, error))?;
+    if let Some(url) = &body.a2a_url {
+        crate::policy::may_call_remote_agent(&state.config, &caller, url)?;
     }
     let account = match (body.kind, body.account_id) {
         (ParticipantKind::Agent, _) => Some(caller.account.id),

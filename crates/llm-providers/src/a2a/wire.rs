@@ -4,6 +4,7 @@
 //! at the edge: [`to_v03`] what it sends a 0.3 peer, [`from_v03`] what a 0.3 peer sent. The A2A
 //! server in the gateway uses the same conversions as the client here.
 
+use colloquy_core_model::{ContentPart, MediaSource};
 use serde_json::{Map, Value, json};
 
 /// A protocol version.
@@ -55,6 +56,31 @@ impl Method {
             .into_iter()
             .find_map(|version| Self::ALL.into_iter().find(|m| m.name(version) == name).map(|m| (m, version)))
     }
+}
+
+/// Content as A2A 1.0 parts: text; images and files by `url` or inline `raw` bytes; application
+/// JSON (`custom`) as `data`. Tool calls and results are the agent's own business: none.
+pub fn parts_of(content: &[ContentPart]) -> Vec<Value> {
+    let media = |source: &MediaSource, mut part: Value| {
+        match source {
+            MediaSource::Url { url } => part["url"] = json!(url),
+            MediaSource::Base64 { mime_type, data } => {
+                part["raw"] = json!(data);
+                part["mediaType"] = json!(mime_type);
+            }
+        }
+        part
+    };
+    content
+        .iter()
+        .filter_map(|part| match part {
+            ContentPart::Text { text } => Some(json!({ "text": text })),
+            ContentPart::Image { source } => Some(media(source, json!({}))),
+            ContentPart::File { name, source } => Some(media(source, json!({ "filename": name }))),
+            ContentPart::Custom { value } => Some(json!({ "data": value })),
+            ContentPart::ToolCall { .. } | ContentPart::ToolResult { .. } => None,
+        })
+        .collect()
 }
 
 /// Task states: 1.0 name and 0.3 name.
